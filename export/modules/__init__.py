@@ -1,0 +1,1 @@
+"""Torch modules for the IndexTTS2 components; attribute names equal the checkpoint keys."""
