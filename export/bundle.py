@@ -1,0 +1,131 @@
+"""Build a runtime bundle from an official checkpoint folder: graphs, tables, manifest.
+
+The bundle is written into a temporary sibling folder and renamed into place only when every graph
+passed its parity check, so a failed export never leaves a half-written bundle behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..runtime.manifest import FORMAT_VERSION, MANIFEST, FileEntry, GPTDims, GraphEntry, Manifest, sha256
+from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
+from .config import IndexTTS2Config, load_config
+from .convert import OPSET, export_graph
+from .graphs import gpt_graphs
+from .modules.gpt import UnifiedVoice
+from .verify import check_parity
+
+_LOG = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def gpt_dims(cfg: IndexTTS2Config) -> GPTDims:
+    g = cfg.gpt
+    return GPTDims(
+        model_dim=g.model_dim, heads=g.heads, layers=g.layers, head_dim=g.head_dim, semantic_dim=g.semantic_dim,
+        condition_num_latent=g.condition_num_latent, number_text_tokens=g.number_text_tokens,
+        number_mel_codes=g.number_mel_codes, start_mel_token=g.start_mel_token, stop_mel_token=g.stop_mel_token,
+        start_text_token=g.start_text_token, stop_text_token=g.stop_text_token,
+        max_mel_tokens=g.max_mel_tokens, max_text_tokens=g.max_text_tokens,
+    )
+
+
+def _write_tables(gpt: UnifiedVoice, out: Path) -> None:
+    tables = {
+        "text_embedding": gpt.text_embedding.weight,
+        "text_pos_embedding": gpt.text_pos_embedding.emb.weight,
+        "mel_embedding": gpt.mel_embedding.weight,
+        "mel_pos_embedding": gpt.mel_pos_embedding.emb.weight,
+        "speed_embedding": gpt.speed_emb.weight,
+    }
+    np.savez(out, **{k: v.detach().float().numpy() for k, v in tables.items()})
+
+
+def _matrices(paths: CheckpointPaths, cfg: IndexTTS2Config) -> tuple[np.ndarray, np.ndarray]:
+    rows = sum(cfg.emo_num)
+    emo, spk = read_matrix(paths.emo_matrix), read_matrix(paths.spk_matrix)
+    for path, m, width in ((paths.emo_matrix, emo, cfg.gpt.model_dim), (paths.spk_matrix, spk, cfg.s2mel.style_dim)):
+        if tuple(m.shape) != (rows, width):
+            raise CheckpointError(f"{path}: shape {list(m.shape)}, expected [{rows}, {width}] (sum(emo_num), width)")
+    return emo.numpy(), spk.numpy()
+
+
+def _versions() -> dict:
+    def v(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+    return {name: v(name) for name in ("indextts2-onnx", "torch", "onnx", "onnxscript", "onnxruntime")} | {
+        "opset": OPSET}
+
+
+@torch.no_grad()
+def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
+                  progress: Progress = lambda msg: None) -> Manifest:
+    """Export the GPT slice of the checkpoint at `paths` to the bundle folder `out`."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out}: exists and is not empty; pass --force to replace it")
+    cfg = load_config(paths.config)
+    progress(f"loading {paths.gpt.name}")
+    gpt = load_gpt(paths, cfg)
+    emo, spk = _matrices(paths, cfg)
+    if not paths.bpe.is_file():
+        raise CheckpointError(f"{paths.bpe}: file not found; the tokenizer is part of the checkpoint")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        graphs = {}
+        for spec in gpt_graphs(cfg.gpt):
+            t0 = time.perf_counter()
+            progress(f"exporting {spec.name}")
+            module = spec.wrapper(gpt)
+            path = export_graph(spec, module, tmp)
+            progress(f"checking {spec.name} against torch")
+            parity = check_parity(spec, module, path)
+            progress(f"{spec.name}: max |onnx - torch| {parity.max_abs_diff:.2e} (atol {spec.atol}), "
+                     f"{time.perf_counter() - t0:.1f} s")
+            graphs[spec.name] = GraphEntry(file=path.name, inputs=list(spec.inputs), outputs=list(spec.outputs),
+                                           parity=parity.to_dict())
+        _write_tables(gpt, tmp / "gpt_tables.npz")
+        np.save(tmp / "emotion_matrix.npy", emo)
+        np.save(tmp / "speaker_matrix.npy", spk)
+        shutil.copyfile(paths.bpe, tmp / "bpe.model")
+        files = {p.name: FileEntry(size=p.stat().st_size, sha256=sha256(p)) for p in sorted(tmp.iterdir())}
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), emo_num=list(cfg.emo_num), graphs=graphs, files=files,
+            tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
+                    "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model"},
+            exporter=_versions(),
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    progress(f"wrote {out}")
+    return manifest
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move `new` to `target`, replacing an old bundle only once the new one is complete."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{int(time.time())}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+

@@ -1,0 +1,138 @@
+"""Strict loading of the official checkpoint files into our modules.
+
+Upstream loads `gpt.pth` with `strict=False` and only prints what did not match; we refuse instead: a
+missing or mis-shaped tensor is an error naming the file, the key and the expected shape, and so is an
+unexpected key unless it is one of the declared extras below (aliases a real file may carry, tensors
+upstream stores but never uses at inference).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import IndexTTS2Config, load_config
+
+# file -> patterns of keys that may be present and are ignored
+KNOWN_EXTRAS: dict[str, tuple[str, ...]] = {
+    # post_init_gpt2_config aliases: `inference_model.*` re-registers the body and heads, gpt.wte is
+    # mel_embedding (architecture §2.1, §7.1)
+    "gpt.pth": (r"inference_model\..*", r"gpt\.wte\.weight"),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not match the official layout."""
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """Where the files of a checkpoint folder are (each overridable)."""
+
+    root: Path
+    config: Path
+    gpt: Path
+    s2mel: Path
+    bpe: Path
+    w2v_stats: Path
+    emo_matrix: Path
+    spk_matrix: Path
+    w2v_bert: Path
+    semantic_codec: Path
+    campplus: Path
+    bigvgan: Path
+
+    @staticmethod
+    def of(root: str | Path, cfg: IndexTTS2Config | None = None, **overrides: str | Path | None) -> "CheckpointPaths":
+        root = Path(root)
+        cfg = cfg or load_config(root / "config.yaml")
+        hf = root / "hf_cache"
+        paths = dict(
+            root=root, config=root / "config.yaml", gpt=root / cfg.gpt_checkpoint, s2mel=root / cfg.s2mel_checkpoint,
+            bpe=root / cfg.bpe_model, w2v_stats=root / cfg.w2v_stat, emo_matrix=root / cfg.emo_matrix,
+            spk_matrix=root / cfg.spk_matrix, w2v_bert=hf / "w2v-bert-2.0",
+            semantic_codec=hf / "semantic_codec_model.safetensors", campplus=hf / "campplus_cn_common.bin",
+            bigvgan=hf / "bigvgan",
+        )
+        paths.update({k: Path(v) for k, v in overrides.items() if v is not None})
+        return CheckpointPaths(**paths)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, torch.Tensor):
+            out[key] = v
+    return out
+
+
+def read_torch_file(path: Path) -> dict | torch.Tensor:
+    """`torch.load` with weights only (the official files hold only tensors and dicts)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found; check the checkpoint folder or pass its path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not a zip-format file: mmap is impossible, load normally
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({e})") from e
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({e})") from e
+
+
+def read_state_dict(path: Path, wrapper: str | None = None) -> dict[str, torch.Tensor]:
+    """A flat {key: tensor} dict; `wrapper` (e.g. "model") is unwrapped when present."""
+    obj = read_torch_file(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    if wrapper and isinstance(obj.get(wrapper), dict):
+        obj = obj[wrapper]
+    return _flatten(obj)
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], file: str | Path,
+                extras: tuple[str, ...] = ()) -> None:
+    """Copy `state` into `module`, requiring exactly the module's keys and shapes."""
+    expected = module.state_dict()
+    problems = []
+    for key, t in expected.items():
+        if key not in state:
+            problems.append(f"missing tensor '{key}' (expected shape {list(t.shape)})")
+        elif tuple(state[key].shape) != tuple(t.shape):
+            problems.append(f"tensor '{key}' has shape {list(state[key].shape)}, expected {list(t.shape)}")
+    allowed = [re.compile(p) for p in extras]
+    for key in state:
+        if key not in expected and not any(p.fullmatch(key) for p in allowed):
+            problems.append(f"unexpected tensor '{key}' (shape {list(state[key].shape)})")
+    if problems:
+        more = f" ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CheckpointError(
+            f"{file}: does not match the official layout for this config.yaml: "
+            + "; ".join(problems[:10]) + more
+        )
+    module.load_state_dict({k: state[k] for k in expected}, strict=True)
+
+
+def load_gpt(paths: CheckpointPaths, cfg: IndexTTS2Config):
+    """UnifiedVoice from `gpt.pth` (plain state dict or wrapped in 'model'), strictly."""
+    from .modules.gpt import UnifiedVoice
+
+    model = UnifiedVoice(cfg.gpt)
+    load_strict(model, read_state_dict(paths.gpt, wrapper="model"), paths.gpt, KNOWN_EXTRAS["gpt.pth"])
+    return model.eval()
+
+
+def read_matrix(path: Path) -> torch.Tensor:
+    """feat1.pt / feat2.pt: one bare tensor."""
+    obj = read_torch_file(path)
+    if not isinstance(obj, torch.Tensor) or obj.ndim != 2:
+        raise CheckpointError(f"{path}: expected one 2-D tensor")
+    return obj.float()

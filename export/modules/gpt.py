@@ -1,0 +1,199 @@
+"""UnifiedVoice, IndexTTS2's autoregressive semantic-code generator, written for export.
+
+Follows upstream `indextts/gpt/model_v2.py` (UnifiedVoice) and HF GPT-2 (the body upstream builds), see
+architecture.md §2.1. Attribute names equal the `gpt.pth` keys, so the file loads without renaming.
+
+What differs from upstream's code, not its numerics:
+* the GPT-2 body takes an explicit per-layer KV cache (flat tensors) instead of HF cache objects, so one
+  graph serves the prefill, the single-token steps and the second "latent" pass;
+* upstream's `wpe` returns zeros and its `wte` is deleted, so the body has neither: positions come from
+  the two learned tables (text / mel), added by the caller;
+* the conditioning encoders run unmasked (upstream passes the feature width 1024 as the length, quirk 3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GPTConfig
+from .conformer import ConformerEncoder
+from .perceiver import PerceiverResampler
+
+
+class Conv1D(nn.Module):
+    """HF GPT-2's linear layer: weight stored as (in, out), i.e. transposed w.r.t. nn.Linear."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight) + self.bias
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = Conv1D(d, 3 * d)
+        self.c_proj = Conv1D(d, d)
+
+    def forward(self, x, past_k, past_v):
+        # x: (B, S, C); past_k/past_v: (B, nh, P, hs)
+        B, S, C = x.shape
+        hs = C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        k = k.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        v = v.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        k = torch.cat([past_k, k], dim=2)  # (B, nh, P+S, hs)
+        v = torch.cat([past_v, v], dim=2)  # (B, nh, P+S, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(S, k.shape[2], x.dtype))
+        y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, C)
+        return self.c_proj(y), k, v
+
+
+def causal_mask(n_query: int, n_key: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (S, P+S): query i (absolute position P+i) sees keys 0..P+i.
+
+    Additive rather than boolean so that no row can turn into NaN (ort-notes §2.3)."""
+    past = n_key - n_query
+    q_pos = torch.arange(n_query).unsqueeze(1) + past  # (S, 1)
+    k_pos = torch.arange(n_key).unsqueeze(0)  # (1, P+S)
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype)
+    return torch.where(k_pos <= q_pos, torch.zeros((), dtype=dtype), blocked)
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.c_fc = Conv1D(d, 4 * d)
+        self.c_proj = Conv1D(4 * d, d)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # HF "gelu_new"
+
+
+class Block(nn.Module):
+    """Pre-LN GPT-2 block."""
+
+    def __init__(self, d: int, n_head: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d, eps=1e-5)
+        self.attn = CausalSelfAttention(d, n_head)
+        self.ln_2 = nn.LayerNorm(d, eps=1e-5)
+        self.mlp = MLP(d)
+
+    def forward(self, x, past_k, past_v):
+        a, k, v = self.attn(self.ln_1(x), past_k, past_v)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, k, v
+
+
+class GPT2Body(nn.Module):
+    """HF GPT2Model without wte/wpe (upstream removes both): blocks `h.N`, then `ln_f`."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.h = nn.ModuleList([Block(cfg.model_dim, cfg.heads) for _ in range(cfg.layers)])
+        self.ln_f = nn.LayerNorm(cfg.model_dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor, past: list[torch.Tensor]):
+        """x: (B, S, C) input embeddings; past: [k0, v0, k1, v1, ...] each (B, nh, P, hs).
+
+        Returns ln_f(hidden) (B, S, C) and the presents [k0', v0', ...] each (B, nh, P+S, hs)."""
+        presents = []
+        for i, block in enumerate(self.h):
+            x, k, v = block(x, past[2 * i], past[2 * i + 1])
+            presents += [k, v]
+        return self.ln_f(x), presents
+
+
+class LearnedPositionEmbeddings(nn.Module):
+    def __init__(self, n_pos: int, d: int):
+        super().__init__()
+        self.emb = nn.Embedding(n_pos, d)
+
+
+class UnifiedVoice(nn.Module):
+    """The IndexTTS2 GPT: conditioning encoders, embeddings, GPT-2 body and heads (architecture §2.1)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, cond, emo = cfg.model_dim, cfg.condition_module, cfg.emo_condition_module
+        # speaker path: Conformer + Perceiver -> (B, condition_num_latent, d)
+        self.conditioning_encoder = ConformerEncoder(cfg.semantic_dim, cond)
+        self.perceiver_encoder = PerceiverResampler(
+            d, dim_context=cond.output_size, num_latents=cfg.condition_num_latent,
+            heads=cond.attention_heads, ff_mult=cond.perceiver_mult,
+        )
+        # emotion path: Conformer + one-latent Perceiver at the semantic width, then two linears -> (B, d)
+        self.emo_conditioning_encoder = ConformerEncoder(cfg.semantic_dim, emo)
+        self.emo_perceiver_encoder = PerceiverResampler(
+            cfg.semantic_dim, dim_context=emo.output_size, num_latents=1,
+            heads=emo.attention_heads, ff_mult=emo.perceiver_mult,
+        )
+        self.emovec_layer = nn.Linear(cfg.semantic_dim, d)
+        self.emo_layer = nn.Linear(d, d)
+        self.speed_emb = nn.Embedding(2, d)
+        self.text_embedding = nn.Embedding(cfg.number_text_tokens + 1, d)
+        self.mel_embedding = nn.Embedding(cfg.number_mel_codes, d)
+        self.text_pos_embedding = LearnedPositionEmbeddings(cfg.text_positions, d)
+        self.mel_pos_embedding = LearnedPositionEmbeddings(cfg.mel_positions, d)
+        self.gpt = GPT2Body(cfg)
+        self.final_norm = nn.LayerNorm(d, eps=1e-5)
+        # text_head is unused at inference; it is kept so that gpt.pth loads strictly as it is.
+        self.text_head = nn.Linear(d, cfg.number_text_tokens + 1)
+        self.mel_head = nn.Linear(d, cfg.number_mel_codes)
+
+    # --- conditioning -------------------------------------------------------------------------
+
+    def speaker_latent(self, semantic: torch.Tensor) -> torch.Tensor:
+        """(B, T, semantic_dim) normalised w2v-BERT features -> (B, condition_num_latent, d)."""
+        return self.perceiver_encoder(self.conditioning_encoder(semantic))
+
+    def emotion_vector(self, semantic: torch.Tensor) -> torch.Tensor:
+        """Upstream `get_emovec`: (B, T, semantic_dim) -> (B, d)."""
+        emo = self.emo_perceiver_encoder(self.emo_conditioning_encoder(semantic)).squeeze(1)  # (B, semantic_dim)
+        return self.emo_layer(self.emovec_layer(emo))
+
+    @staticmethod
+    def merge_emotion(base: torch.Tensor, emotion: torch.Tensor, alpha: float) -> torch.Tensor:
+        """Upstream `merge_emovec`: both vectors come from `emotion_vector`."""
+        return base + alpha * (emotion - base)
+
+    def conditioning_prefix(self, speaker_latent: torch.Tensor, emovec: torch.Tensor) -> torch.Tensor:
+        """The 34 prefix rows: speaker latents + emovec, then speed rows 1 and 0 (quirk 4). -> (B, 34, d)"""
+        B = speaker_latent.shape[0]
+        speed = self.speed_emb.weight[[1, 0]].unsqueeze(0).expand(B, 2, -1)  # (B, 2, d)
+        return torch.cat([speaker_latent + emovec.unsqueeze(1), speed], dim=1)
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    def text_inputs(self, text_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids already wrapped in start/stop text tokens -> embeddings with positions 0..L-1."""
+        pos = torch.arange(text_ids.shape[1])
+        return self.text_embedding(text_ids) + self.text_pos_embedding.emb(pos)
+
+    def mel_inputs(self, codes: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, N) mel ids at the given mel positions (N,) -> (B, N, d)."""
+        return self.mel_embedding(codes) + self.mel_pos_embedding.emb(positions)
+
+    # --- body ----------------------------------------------------------------------------------
+
+    def decode(self, inputs_embeds: torch.Tensor, past: list[torch.Tensor]):
+        """One decoder call: -> (last-position mel logits (B, V), final-normed hidden (B, S, d), presents)."""
+        h, presents = self.gpt(inputs_embeds, past)
+        h = self.final_norm(h)  # upstream applies ln_f and then final_norm
+        logits = self.mel_head(h[:, -1])  # (B, V)
+        return logits, h, presents
+
+    def empty_past(self, batch: int) -> list[torch.Tensor]:
+        c = self.cfg
+        shape = (batch, c.heads, 0, c.head_dim)
+        return [torch.zeros(shape) for _ in range(2 * c.layers)]

@@ -1,0 +1,63 @@
+"""Parity of exported graphs against their torch modules (ONNX Runtime, CPU, fp32)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from .graphs import GraphSpec
+
+
+class ParityError(AssertionError):
+    """An exported graph disagrees with its torch module beyond the stated tolerance."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    graph: str
+    atol: float
+    max_abs_diff: float  # worst output over all cases
+    cases: list[dict]  # per case: input shapes and max |diff| per output
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_parity(spec: GraphSpec, module: torch.nn.Module, path: Path,
+                 session: ort.InferenceSession | None = None) -> Parity:
+    """Run every parity case of `spec` through torch and ORT; raise ParityError past `spec.atol`."""
+    sess = session or cpu_session(path)
+    module = module.eval()
+    cases, worst = [], 0.0
+    for inputs in spec.cases(module.gpt.cfg):
+        with torch.no_grad():
+            expected = module(*inputs)
+        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+        feeds = {name: t.numpy() for name, t in zip(spec.inputs, inputs)}
+        got = sess.run(list(spec.outputs), feeds)
+        diffs = {}
+        for name, e, g in zip(spec.outputs, expected, got):
+            e = e.numpy()
+            if e.shape != g.shape:
+                raise ParityError(f"{spec.name}: output {name} has shape {g.shape}, torch gives {e.shape}")
+            diffs[name] = float(np.max(np.abs(e - g))) if e.size else 0.0
+        case_worst = max(diffs.values())
+        worst = max(worst, case_worst)
+        cases.append({"shapes": {n: list(t.shape) for n, t in zip(spec.inputs, inputs) if n in
+                                 ("semantic", "inputs_embeds", "past_key_0")}, "max_abs_diff": diffs})
+        if case_worst > spec.atol:
+            raise ParityError(
+                f"{spec.name}: max |onnx - torch| = {case_worst:.3g} > atol {spec.atol} "
+                f"at input shapes {cases[-1]['shapes']} ({diffs})"
+            )
+    return Parity(graph=spec.name, atol=spec.atol, max_abs_diff=worst, cases=cases)

@@ -1,0 +1,92 @@
+"""`indextts2-onnx`: the command line. The only module that reads argv.
+
+    indextts2-onnx export CKPT --out BUNDLE      official checkpoint folder -> bundle (needs [export])
+    indextts2-onnx info BUNDLE [--check]         what a bundle holds; --check verifies every sha256
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from .errors import IndexTTS2Error
+from .manifest import load_manifest, verify_checksums
+
+
+def _export(args: argparse.Namespace) -> int:
+    # The export side needs torch; import it only for this command (the runtime never imports it).
+    try:
+        bundle = importlib.import_module("indextts2_onnx.export.bundle")
+        checkpoint = importlib.import_module("indextts2_onnx.export.checkpoint")
+        config = importlib.import_module("indextts2_onnx.export.config")
+        verify = importlib.import_module("indextts2_onnx.export.verify")
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("config", "gpt", "bpe", "emo_matrix", "spk_matrix")}
+    try:
+        cfg = config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
+        paths = checkpoint.CheckpointPaths.of(args.checkpoint, cfg, **overrides)
+        bundle.export_bundle(paths, Path(args.out), force=args.force, progress=lambda m: print(m, flush=True))
+    except (config.ConfigError, checkpoint.CheckpointError, verify.ParityError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle)
+    m = load_manifest(bundle)
+    g = m.gpt
+    print(f"bundle {bundle} (format {m.format_version})")
+    print(f"gpt: {g.layers} layers x {g.model_dim} wide, {g.heads} heads, {g.number_mel_codes} mel codes, "
+          f"{g.number_text_tokens} text tokens")
+    for name, e in m.graphs.items():
+        print(f"  {name:28s} {e.file:34s} {e.precision:5s} {e.device:4s} "
+              f"parity {e.parity.get('max_abs_diff', float('nan')):.2e}")
+    print(f"files: {len(m.files)}, {sum(f.size for f in m.files.values()) / 1e6:.1f} MB")
+    if args.check:
+        bad = verify_checksums(bundle, m)
+        if bad:
+            print(f"checksum mismatch: {', '.join(bad)}", file=sys.stderr)
+            return 1
+        print("all sha256 checksums match")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="indextts2-onnx", description=__doc__.split("\n\n")[0])
+    p.add_argument("--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="export an official checkpoint folder to a bundle (needs [export])")
+    e.add_argument("checkpoint", help="checkpoint folder (config.yaml, gpt.pth, ...)")
+    e.add_argument("--out", required=True, help="bundle folder to write")
+    e.add_argument("--force", action="store_true", help="replace an existing bundle")
+    for name, what in (("config", "config.yaml"), ("gpt", "gpt.pth"), ("bpe", "bpe.model"),
+                       ("emo-matrix", "feat2.pt"), ("spk-matrix", "feat1.pt")):
+        e.add_argument(f"--{name}", default=None, help=f"path of {what} if not in the checkpoint folder")
+    e.set_defaults(run=_export)
+
+    i = sub.add_parser("info", help="describe a bundle")
+    i.add_argument("bundle")
+    i.add_argument("--check", action="store_true", help="verify every file's sha256")
+    i.set_defaults(run=_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.run(args)
+    except IndexTTS2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Semantic-code generation: the KV-cache decode loop and upstream's second "latent" pass.
+
+The decoder graph holds the GPT body once; this module builds its inputs with upstream's rules
+(architecture §2.1.2, §2.1.5-2.1.6; upstream-quirks 2 and 4) from the embedding tables in the bundle:
+
+    prefix  = [speaker latents + emovec (32) | speed rows 1, 0]                      (34 rows)
+    prefill = [prefix | text [0, ids without 0/1, 1] at text positions | start mel at mel position 0]
+    step k  = mel_embedding[code_k] + mel_pos[k + 1]      (k-th generated code, k >= 1: position 1 unused)
+    latent  = [prefix | text [0, ids, 1] | mel [start, codes, stop] at positions 0..N+1] -> hidden states
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .kv_cache import KVCache
+from .manifest import GPTDims
+from .sampling import SamplingOptions, make_decoder
+from .sessions import Graph
+
+TABLES = ("text_embedding", "text_pos_embedding", "mel_embedding", "mel_pos_embedding", "speed_embedding")
+
+
+@dataclass(frozen=True)
+class GptTables:
+    """The GPT's embedding tables (outside the decoder graph so one graph serves every call)."""
+
+    text_embedding: np.ndarray  # (number_text_tokens + 1, d)
+    text_pos_embedding: np.ndarray  # (max_text_tokens + 2, d)
+    mel_embedding: np.ndarray  # (number_mel_codes, d)
+    mel_pos_embedding: np.ndarray  # (max_mel_tokens + 3, d)
+    speed_embedding: np.ndarray  # (2, d)
+
+    @staticmethod
+    def load(path: Path) -> "GptTables":
+        with np.load(path, allow_pickle=False) as z:
+            return GptTables(**{name: np.ascontiguousarray(z[name], dtype=np.float32) for name in TABLES})
+
+
+@dataclass
+class CodeGenerator:
+    decoder: Graph
+    tables: GptTables
+    dims: GPTDims
+
+    def prefix(self, speaker_latent: np.ndarray, emovec: np.ndarray) -> np.ndarray:
+        """(1, 32, d) speaker latents and (1, d) emotion vector -> the (1, 34, d) conditioning rows."""
+        speed = self.tables.speed_embedding[[1, 0]][None]  # (1, 2, d)
+        return np.concatenate([speaker_latent + emovec[:, None, :], speed], axis=1).astype(np.float32)
+
+    def _text(self, ids: list[int]) -> np.ndarray:
+        d = self.dims
+        ids = [d.start_text_token, *ids, d.stop_text_token]
+        t = self.tables
+        return (t.text_embedding[ids] + t.text_pos_embedding[: len(ids)])[None]  # (1, L+2, d)
+
+    def _mel(self, codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        t = self.tables
+        return t.mel_embedding[codes] + t.mel_pos_embedding[positions]  # (..., d)
+
+    def _run(self, x: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        out = self.decoder.run({"inputs_embeds": np.ascontiguousarray(x, dtype=np.float32), **cache.feeds()})
+        return out[0], out[1], out[2:]
+
+    def _empty_cache(self, rows: int) -> KVCache:
+        d = self.dims
+        return KVCache.empty(self.decoder.inputs[1:], rows, d.heads, d.head_dim)
+
+    def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
+                 rng: np.random.Generator, trace: list | None = None) -> np.ndarray:
+        """Decode codes for one segment -> int64 (N,), cut before the first stop token.
+
+        `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests)."""
+        d = self.dims
+        ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
+        start = self._mel(np.array([d.start_mel_token]), np.array([0]))[None]  # (1, 1, dim), mel position 0
+        x = np.concatenate([prefix, self._text(ids), start], axis=1)  # (1, 34+L+3, dim)
+        fake_ids = [1] * (x.shape[1] - 1) + [d.start_mel_token]
+        decoder = make_decoder(options, prompt_ids=fake_ids, eos_id=d.stop_mel_token,
+                               max_new_tokens=max_codes, rng=rng)
+        # Prefill once with one row; every beam starts from the same prefix, so the cache is tiled.
+        cache = self._empty_cache(1)
+        logits, _, presents = self._run(x, cache)
+        cache.update(presents)
+        cache.reorder(np.zeros(decoder.rows, dtype=np.int64))
+        logits = np.repeat(logits, decoder.rows, axis=0)
+        for k in range(1, max_codes + 1):
+            if trace is not None:
+                trace.append(logits)
+            step = decoder.update(logits)
+            if step.done:
+                break
+            cache.reorder(step.source_rows)
+            positions = np.full(step.tokens.shape, k + 1)
+            logits, _, presents = self._run(self._mel(step.tokens, positions)[:, None, :], cache)
+            cache.update(presents)
+        codes = np.asarray(decoder.finalize(), dtype=np.int64)
+        stops = np.flatnonzero(codes == d.stop_mel_token)
+        return codes[: stops[0]] if stops.size else codes
+
+    def latent(self, prefix: np.ndarray, text_ids: list[int], codes: np.ndarray) -> np.ndarray:
+        """Upstream's second pass: final-normed hidden states that predicted each code -> (1, N, d)."""
+        d = self.dims
+        mel_ids = np.concatenate([[d.start_mel_token], codes, [d.stop_mel_token]]).astype(np.int64)
+        mel = self._mel(mel_ids, np.arange(mel_ids.shape[0]))[None]  # (1, N+2, d)
+        x = np.concatenate([prefix, self._text(list(text_ids)), mel], axis=1)
+        _, hidden, _ = self._run(x, self._empty_cache(1))
+        n = mel_ids.shape[0]
+        return np.ascontiguousarray(hidden[:, -n:-2])

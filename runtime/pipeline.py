@@ -1,0 +1,163 @@
+"""`IndexTTS2`: the public object. Loads a bundle and runs the pipeline stage by stage.
+
+    front end -> conditioning (speaker latent, emotion vector) -> code generation -> mel -> vocoder
+
+This module only orchestrates; the work lives in `conditioning`, `gpt`, `sampling` and `sessions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .conditioning import EmotionMatrices, check_vector, merge, pick_rows, scale_vector, vector_emovec
+from .errors import InputError
+from .gpt import CodeGenerator, GptTables
+from .manifest import Manifest, load_manifest
+from .sampling import SamplingOptions
+from .sessions import Graph, providers_for
+from .speaker import Speaker
+
+_LOG = logging.getLogger(__name__)
+
+# Upstream passes the feature width (1024) as the Conformer length: frames past it would be masked.
+MAX_SEMANTIC_FRAMES = 1024
+
+
+class IndexTTS2:
+    """An exported IndexTTS2 bundle, ready to generate.
+
+    bundle : folder written by `indextts2-onnx export`
+    device : "cpu" or "cuda" (needs onnxruntime-gpu); `providers` lists what ONNX Runtime uses
+    threads: intra-op threads per session (None: ONNX Runtime's default, the physical cores)
+    """
+
+    def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None):
+        self.bundle = Path(bundle)
+        self.manifest: Manifest = load_manifest(self.bundle)
+        providers = providers_for(device)
+        graphs = {name: Graph.open(self.bundle, name, entry, providers, threads)
+                  for name, entry in self.manifest.graphs.items()}
+        self._speaker_graph = graphs["gpt_speaker_conditioning"]
+        self._emotion_graph = graphs["gpt_emotion_vector"]
+        tables = self.manifest.tables
+        self._codes = CodeGenerator(graphs["gpt_decoder"], GptTables.load(self.bundle / tables["gpt_tables"]),
+                                    self.manifest.gpt)
+        self._matrices = EmotionMatrices.split(
+            np.load(self.bundle / tables["emotion_matrix"]), np.load(self.bundle / tables["speaker_matrix"]),
+            self.manifest.emo_num,
+        )
+        self._graphs = graphs
+        self.metrics: dict[str, float] = {}
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers in use, in priority order (ONNX Runtime may fall back to CPU)."""
+        seen: list[str] = []
+        for g in self._graphs.values():
+            seen += [p for p in g.providers if p not in seen]
+        return seen
+
+    # --- conditioning ----------------------------------------------------------------------------
+
+    def _semantic(self, features: np.ndarray, name: str) -> np.ndarray:
+        dim = self.manifest.gpt.semantic_dim
+        if features.shape[2] != dim:
+            raise InputError(f"{name}: feature width {features.shape[2]}, this model takes {dim}")
+        if features.shape[1] > MAX_SEMANTIC_FRAMES:
+            raise InputError(
+                f"{name}: {features.shape[1]} frames, at most {MAX_SEMANTIC_FRAMES} are supported",
+                "cut the voice prompt to 15 s, as upstream does",
+            )
+        return features
+
+    def _emovec_of(self, features: np.ndarray, name: str) -> np.ndarray:
+        return self._emotion_graph.run({"semantic": self._semantic(features, name)})[0]
+
+    def emotion_vector(self, spk: Speaker, emotion_audio=None, alpha: float = 1.0, vector=None,
+                       random_rows: bool = False, seed: int | None = None) -> np.ndarray:
+        """The emotion vector (1, d) the GPT is conditioned on, mixed as upstream `infer` does.
+
+        emotion_audio: a Speaker prepared from the emotion prompt (audio paths arrive with the front end)
+        alpha        : weight of the emotion prompt (or scale of `vector`)
+        vector       : 8 weights (happy, angry, sad, afraid, disgusted, melancholic, surprised, calm);
+                       when given, emotion_audio is ignored, as upstream does
+        random_rows  : with `vector`, pick random emotion-matrix rows instead of the nearest to the style
+        """
+        if not isinstance(spk, Speaker):
+            raise InputError("emotion_vector: spk must be a Speaker", "use prepare_speaker or Speaker(...)")
+        if vector is not None:
+            w = scale_vector(check_vector(vector), float(alpha))
+            rows = pick_rows(self._matrices, spk.style, random_rows, np.random.default_rng(seed))
+            own = self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")
+            return vector_emovec(w, rows, self._matrices, own)
+        if emotion_audio is None:  # the speaker is its own emotion prompt, alpha forced to 1
+            return self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")
+        if not isinstance(emotion_audio, Speaker):
+            raise InputError(
+                "emotion_audio: only a Speaker is accepted by this version",
+                "prepare the emotion prompt as a Speaker; audio files need the front end (a later release)",
+            )
+        base = self._emovec_of(spk.semantic, "Speaker.semantic")
+        emo = self._emovec_of(emotion_audio.emotion_semantic, "emotion_audio.emotion_semantic")
+        return merge(base, emo, float(alpha)).astype(np.float32)
+
+    # --- code generation -------------------------------------------------------------------------
+
+    def _check_tokens(self, token_ids) -> list[int]:
+        d = self.manifest.gpt
+        ids = [int(t) for t in np.asarray(token_ids, dtype=np.int64).reshape(-1)]
+        if not ids:
+            raise InputError("token_ids: empty", "tokenize a non-empty text")
+        if min(ids) < 0 or max(ids) > d.number_text_tokens:
+            raise InputError(f"token_ids: ids must lie in 0..{d.number_text_tokens}, got {min(ids)}..{max(ids)}")
+        if len(ids) > d.max_text_tokens:
+            raise InputError(
+                f"token_ids: {len(ids)} tokens, the model's text positions allow {d.max_text_tokens}",
+                "split the text into segments (tokenize does this)",
+            )
+        return ids
+
+    def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
+                       num_beams: int = 3, top_k: int = 30, top_p: float = 0.8, temperature: float = 0.8,
+                       repetition_penalty: float = 10.0, max_codes: int = 1500,
+                       seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic codes for one text segment and upstream's latent for them.
+
+        token_ids: one segment's raw BPE ids (no start/stop text tokens)
+        Returns codes int64 (N,) cut before the stop token, and the latent float32 (1, N, d).
+        Defaults are upstream `infer()`'s: beam sampling with 3 beams."""
+        d = self.manifest.gpt
+        ids = self._check_tokens(token_ids)
+        if not 1 <= int(max_codes) <= d.max_mel_tokens:
+            raise InputError(
+                f"max_codes={max_codes}: must lie in 1..{d.max_mel_tokens} (the model's mel position table)"
+            )
+        emovec = np.asarray(emovec, dtype=np.float32)
+        if emovec.shape != (1, d.model_dim):
+            raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
+                             "use IndexTTS2.emotion_vector")
+        try:
+            options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k,
+                                      top_p=top_p, temperature=temperature,
+                                      repetition_penalty=repetition_penalty)
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        t0 = time.perf_counter()
+        spk_latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
+        prefix = self._codes.prefix(spk_latent, emovec)
+        t1 = time.perf_counter()
+        codes = self._codes.generate(prefix, ids, options, int(max_codes), np.random.default_rng(seed))
+        t2 = time.perf_counter()
+        latent = self._codes.latent(prefix, ids, codes)
+        t3 = time.perf_counter()
+        self.metrics = {
+            "conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2,
+            "codes": float(codes.shape[0]), "ms_per_code": 1000 * (t2 - t1) / max(codes.shape[0], 1),
+        }
+        if codes.shape[0] == 0:
+            _LOG.warning("the GPT produced the stop token first: no codes for this segment")
+        return codes, latent

@@ -1,0 +1,78 @@
+"""`Speaker`: everything IndexTTS2 takes from a voice prompt, as plain numpy arrays.
+
+Built once per prompt (by `IndexTTS2.prepare_speaker`, or by keyword from arrays) and reused for every
+segment and call; `save`/`load` keep it in one `.npz` so a voice can be prepared once and shipped.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Speaker:
+    semantic: np.ndarray  # (1, T, semantic_dim) speaker-path w2v-BERT features, normalised
+    emotion_semantic: np.ndarray  # (1, T', semantic_dim) emotion-path features of the same audio
+    style: np.ndarray  # (1, style_dim) CAMPPlus embedding
+    ref_mel: np.ndarray  # (1, n_mels, F) prompt log-mel frames
+    prompt_condition: np.ndarray  # (1, F, C) length-regulated prompt content
+
+    def __post_init__(self) -> None:
+        ndims = {"semantic": 3, "emotion_semantic": 3, "style": 2, "ref_mel": 3, "prompt_condition": 3}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            try:
+                arr = np.ascontiguousarray(value, dtype=np.float32)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"Speaker.{f.name}: not a numeric array ({e})") from e
+            if arr.ndim != ndims[f.name] or arr.shape[0] != 1:
+                raise InputError(
+                    f"Speaker.{f.name}: expected shape with {ndims[f.name]} axes and batch 1, got {arr.shape}",
+                    "build the Speaker with IndexTTS2.prepare_speaker, or pass arrays as documented",
+                )
+            if not np.all(np.isfinite(arr)):
+                raise InputError(f"Speaker.{f.name}: contains NaN or infinite values")
+            object.__setattr__(self, f.name, arr)
+        for name in ("semantic", "emotion_semantic"):
+            if getattr(self, name).shape[1] == 0:
+                raise InputError(f"Speaker.{name}: has no frames", "the voice prompt is too short")
+        if self.ref_mel.shape[2] != self.prompt_condition.shape[1]:
+            raise InputError(
+                f"Speaker: ref_mel has {self.ref_mel.shape[2]} frames but prompt_condition has "
+                f"{self.prompt_condition.shape[1]}; they must describe the same prompt"
+            )
+
+    def save(self, path: str | Path) -> None:
+        """Write the five arrays to one `.npz` (atomically: a failed write leaves no file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{f_.name: getattr(self, f_.name) for f_ in fields(self)})
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def load(path: str | Path) -> "Speaker":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+        except FileNotFoundError as e:
+            raise InputError(f"{path}: no such speaker file", "create one with Speaker.save") from e
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise InputError(f"{path}: not a speaker .npz ({e})", "create one with Speaker.save") from e
+        expected = {f.name for f in fields(Speaker)}
+        if set(arrays) != expected:
+            raise InputError(
+                f"{path}: holds {sorted(arrays)}, a speaker file holds exactly {sorted(expected)}",
+                "create it with Speaker.save",
+            )
+        return Speaker(**arrays)
