@@ -106,7 +106,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         shutil.copyfile(paths.bpe, tmp / "bpe.model")
         files = {p.name: FileEntry(size=p.stat().st_size, sha256=sha256(p)) for p in sorted(tmp.iterdir())}
         manifest = Manifest(
-            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), emo_num=list(cfg.emo_num), graphs=graphs, files=files,
+            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), emo_num=list(cfg.emo_num), style_dim=cfg.s2mel.style_dim, graphs=graphs, files=files,
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
                     "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model"},
             exporter=_versions(),

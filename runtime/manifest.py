@@ -61,7 +61,8 @@ class FileEntry:
 class Manifest:
     format_version: str
     gpt: GPTDims
-    emo_num: list[int]
+    emo_num: list[int]  # rows per emotion group of the emotion / speaker matrices
+    style_dim: int  # width of the speaker style (CAMPPlus) vector
     graphs: dict[str, GraphEntry]
     files: dict[str, FileEntry]  # every file of the bundle but the manifest, by relative path
     tables: dict[str, str]  # role -> file: gpt embedding tables, emotion matrices, tokenizer
@@ -78,6 +79,7 @@ class Manifest:
             format_version=str(d["format_version"]),
             gpt=_build(GPTDims, d["gpt"], f"{where}: gpt"),
             emo_num=[int(n) for n in d["emo_num"]],
+            style_dim=int(d["style_dim"]),
             graphs={k: _build(GraphEntry, v, f"{where}: graphs.{k}") for k, v in d["graphs"].items()},
             files={k: _build(FileEntry, v, f"{where}: files.{k}") for k, v in d["files"].items()},
             tables={str(k): str(v) for k, v in d["tables"].items()},

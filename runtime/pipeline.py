@@ -90,6 +90,8 @@ class IndexTTS2:
         if not isinstance(spk, Speaker):
             raise InputError("emotion_vector: spk must be a Speaker", "use prepare_speaker or Speaker(...)")
         if vector is not None:
+            if spk.style.shape[1] != self.manifest.style_dim:
+                raise InputError(f"Speaker.style: width {spk.style.shape[1]}, this model's is {self.manifest.style_dim}")
             w = scale_vector(check_vector(vector), float(alpha))
             rows = pick_rows(self._matrices, spk.style, random_rows, np.random.default_rng(seed))
             own = self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")

@@ -27,7 +27,7 @@ class Conv1D(nn.Module):
 
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.weight = nn.Parameter(torch.randn(n_in, n_out) * 0.02)  # HF init; the checkpoint overwrites it
         self.bias = nn.Parameter(torch.zeros(n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

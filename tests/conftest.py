@@ -1,0 +1,48 @@
+"""Shared fixtures: one tiny random-weight checkpoint and its exported bundle per test session.
+
+Both are built by the project's own tools (`tools/make_checkpoint.py`, `export_bundle`), so every test
+runs on the official file layout at toy widths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"  # official_keys.json: the loading contract (from the spec)
+
+
+def make_checkpoint(out: Path, config: str = "tiny", seed: int = 0) -> Path:
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_checkpoint.py"), "--config", config,
+                    "--out", str(out), "--seed", str(seed)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from indextts2_onnx.export.bundle import export_bundle
+    from indextts2_onnx.export.checkpoint import CheckpointPaths
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(CheckpointPaths.of(tiny_checkpoint), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt(tiny_checkpoint):
+    """Our torch UnifiedVoice loaded strictly from the tiny gpt.pth."""
+    pytest.importorskip("torch")
+    from indextts2_onnx.export.checkpoint import CheckpointPaths, load_gpt
+    from indextts2_onnx.export.config import load_config
+
+    cfg = load_config(tiny_checkpoint / "config.yaml")
+    return load_gpt(CheckpointPaths.of(tiny_checkpoint, cfg), cfg)

@@ -1,0 +1,61 @@
+"""Every GPT graph against its torch module at several dynamic sizes (ONNX Runtime CPU, fp32)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from indextts2_onnx.export.graphs import gpt_graphs  # noqa: E402
+from indextts2_onnx.export.verify import ParityError, check_parity, cpu_session  # noqa: E402
+
+# Tolerance: max |onnx - torch| <= 1e-4 absolute in fp32 (the specs' atol); seen: ~1e-6.
+ATOL = 1e-4
+
+
+@pytest.mark.parametrize("name", ["gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder"])
+def test_graph_matches_torch_at_several_sizes(name, tiny_bundle, tiny_gpt):
+    spec = next(s for s in gpt_graphs(tiny_gpt.cfg) if s.name == name)
+    assert spec.atol <= ATOL
+    parity = check_parity(spec, spec.wrapper(tiny_gpt), tiny_bundle / f"{name}.onnx")
+    assert len(parity.cases) >= 4
+    assert parity.max_abs_diff <= ATOL
+    # the sizes really vary: frames / sequence and past lengths differ between cases
+    shapes = {json.dumps(c["shapes"]) for c in parity.cases}
+    assert len(shapes) == len(parity.cases)
+
+
+def test_manifest_records_the_export_parity(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    for name, entry in manifest["graphs"].items():
+        assert entry["parity"]["max_abs_diff"] <= entry["parity"]["atol"] <= ATOL, name
+
+
+def test_decoder_serves_prefill_steps_and_a_chunk_consistently(tiny_bundle, tiny_gpt):
+    """Prefill of S rows == prefill of S-3 rows followed by 3 single steps and by one 3-row chunk."""
+    sess = cpu_session(tiny_bundle / "gpt_decoder.onnx")
+    c = tiny_gpt.cfg
+    names = [i.name for i in sess.get_inputs()]
+    x = np.random.default_rng(0).standard_normal((1, 20, c.model_dim)).astype(np.float32)
+    empty = {n: np.zeros((1, c.heads, 0, c.head_dim), np.float32) for n in names[1:]}
+    full = sess.run(None, {"inputs_embeds": x, **empty})
+    head = sess.run(None, {"inputs_embeds": x[:, :17], **empty})
+    past = dict(zip(names[1:], head[2:]))
+    for i in range(17, 20):
+        out = sess.run(None, {"inputs_embeds": x[:, i:i + 1], **past})
+        np.testing.assert_allclose(out[1][:, 0], full[1][:, i], atol=1e-5)
+        past = dict(zip(names[1:], out[2:]))
+    np.testing.assert_allclose(out[0], full[0], atol=1e-5)  # last-position logits
+    chunk = sess.run(None, {"inputs_embeds": x[:, 17:], **dict(zip(names[1:], head[2:]))})
+    np.testing.assert_allclose(chunk[1], full[1][:, 17:], atol=1e-5)
+
+
+def test_parity_failure_is_reported(tiny_bundle, tiny_gpt):
+    """A graph of the wrong weights must fail the check (so the check can fail at all)."""
+    spec = next(s for s in gpt_graphs(tiny_gpt.cfg) if s.name == "gpt_emotion_vector")
+    other = type(tiny_gpt)(tiny_gpt.cfg).eval()  # fresh random init, not the exported weights
+    with pytest.raises(ParityError, match="gpt_emotion_vector: max"):
+        check_parity(spec, spec.wrapper(other), tiny_bundle / "gpt_emotion_vector.onnx")

@@ -1,0 +1,59 @@
+"""Packaging: the wheel holds only the indextts2_onnx namespace, and the extras keep ORT builds apart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(out), str(REPO)], check=True, capture_output=True)
+    return next(out.glob("indextts2_onnx-*.whl"))
+
+
+def test_wheel_installs_only_the_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"indextts2_onnx"}
+    for module in ("runtime/pipeline.py", "runtime/sampling.py", "export/modules/gpt.py", "export/bundle.py"):
+        assert f"indextts2_onnx/{module}" in names
+    assert not any(n.startswith("indextts2_onnx/tests") or "/tools/" in n for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "indextts2-onnx = indextts2_onnx.runtime.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_extras_never_mix_onnxruntime_builds():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = " ".join(project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert "onnxruntime" not in deps and "torch" not in deps
+    assert extras["cpu"] == ["onnxruntime>=1.22,<2"]
+    assert all("onnxruntime" not in d for d in extras["export"])
+    assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+
+
+def test_runtime_without_onnxruntime_names_the_extra():
+    code = ("import importlib.util as u; _f = u.find_spec; "
+            "u.find_spec = lambda n, *a: None if n == 'onnxruntime' else _f(n, *a); "
+            "import indextts2_onnx.runtime")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "indextts2-onnx[cpu]" in out.stderr and "[gpu]" in out.stderr
+
+
+def test_export_without_torch_names_the_extra():
+    code = ("import importlib.util as u; _f = u.find_spec; "
+            "u.find_spec = lambda n, *a: None if n == 'torch' else _f(n, *a); "
+            "from indextts2_onnx.runtime.cli import main; raise SystemExit(main(['export', 'x', '--out', 'y']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "indextts2-onnx[export,cpu]" in out.stderr

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test command: set up .venv (CPU torch, ONNX Runtime CPU, test references) and run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh test
+.venv/bin/python -m pytest -q "$@"
