@@ -98,6 +98,27 @@ def read_state_dict(path: Path, wrapper: str | None = None) -> dict[str, torch.T
     return _flatten(obj)
 
 
+def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace every `X.weight_g` / `X.weight_v` pair by `X.weight = g * v / ||v||`.
+
+    torch's weight_norm (dim=0) normalises over every axis but the first; for ConvTranspose1d that
+    first axis is the input channel (architecture §4.1). Our modules hold plain folded weights."""
+    out = {}
+    for key, t in state.items():
+        if key.endswith(".weight_g"):
+            continue
+        if key.endswith(".weight_v"):
+            base = key[: -len("_v")]
+            g = state.get(base + "_g")
+            if g is None:
+                raise CheckpointError(f"'{key}' has no matching '{base}_g' (weight norm pair)")
+            norm = t.float().flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+            out[base] = (g.float() * t.float() / norm).to(t.dtype)
+        else:
+            out[key] = t
+    return out
+
+
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], file: str | Path,
                 extras: tuple[str, ...] = ()) -> None:
     """Copy `state` into `module`, requiring exactly the module's keys and shapes."""
