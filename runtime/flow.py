@@ -1,0 +1,59 @@
+"""Flow matching: the Euler loop with classifier-free guidance around the DiT estimator graph.
+
+Upstream `CFM.solve_euler` (upstream-quirks 9), in numpy float32:
+
+    t_span = linspace(0, 1, steps + 1); t = 0
+    prompt_x = [ref_mel | 0];  x = noise with the prompt region zeroed
+    each step k: v_cond, v_uncond = DiT([x, x], [prompt_x, 0], x_lens, [t, t], [style, 0], [mu, 0])
+                 x += dt * ((1 + r) * v_cond - r * v_uncond);  t += dt;  dt = t_span[k + 1] - t
+                 x[..., :prompt frames] = 0
+
+The noise comes from the caller or a seedable generator; the DiT graph runs once per step on batch 2.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+# estimator(x [B,80,T], prompt_x [B,80,T], x_lens int64 [1], t [B], style [B,S], mu [B,T,C]) -> [B,80,T]
+Estimator = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def timesteps(steps: int) -> np.ndarray:
+    """float32 (steps + 1,) from 0 to 1, as torch.linspace."""
+    return np.linspace(0.0, 1.0, steps + 1, dtype=np.float64).astype(np.float32)
+
+
+def solve_euler(estimator: Estimator, mu: np.ndarray, prompt_mel: np.ndarray, style: np.ndarray,
+                noise: np.ndarray, steps: int = 25, cfg_rate: float = 0.7) -> np.ndarray:
+    """Integrate from `noise` (1, n_mels, T) to a mel (1, n_mels, T) whose first prompt frames are 0.
+
+    mu: (1, T, C) condition for the whole sequence (prompt then target); prompt_mel: (1, n_mels, F)."""
+    f32 = np.float32
+    prompt_len = prompt_mel.shape[-1]
+    x = noise.astype(f32, copy=True)
+    x[..., :prompt_len] = 0
+    prompt_x = np.zeros_like(x)
+    prompt_x[..., :prompt_len] = prompt_mel
+    x_lens = np.array([x.shape[-1]], dtype=np.int64)
+    r = f32(cfg_rate)
+    t_span = timesteps(steps)
+    t, dt = t_span[0], t_span[1] - t_span[0]
+    if cfg_rate > 0:
+        prompt_b = np.concatenate([prompt_x, np.zeros_like(prompt_x)])
+        style_b = np.concatenate([style, np.zeros_like(style)]).astype(f32)
+        mu_b = np.concatenate([mu, np.zeros_like(mu)]).astype(f32)
+    for k in range(1, steps + 1):
+        if cfg_rate > 0:
+            v = estimator(np.concatenate([x, x]), prompt_b, x_lens, np.array([t, t], f32), style_b, mu_b)
+            v = (f32(1) + r) * v[:1] - r * v[1:]
+        else:
+            v = estimator(x, prompt_x, x_lens, np.array([t], f32), style.astype(f32), mu.astype(f32))
+        x = x + dt * v
+        t = f32(t + dt)
+        if k < steps:
+            dt = f32(t_span[k + 1] - t)
+        x[..., :prompt_len] = 0
+    return x
