@@ -4,9 +4,12 @@ Upstream `CFM.solve_euler` (upstream-quirks 9), in numpy float32:
 
     t_span = linspace(0, 1, steps + 1); t = 0
     prompt_x = [ref_mel | 0];  x = noise with the prompt region zeroed
-    each step k: v_cond, v_uncond = DiT([x, x], [prompt_x, 0], x_lens, [t, t], [style, 0], [mu, 0])
-                 x += dt * ((1 + r) * v_cond - r * v_uncond);  t += dt;  dt = t_span[k + 1] - t
+    each step k: dt = t_span[k] - t_span[k - 1]
+                 v_cond, v_uncond = DiT([x, x], [prompt_x, 0], x_lens, [t, t], [style, 0], [mu, 0])
+                 x += dt * ((1 + r) * v_cond - r * v_uncond);  t += dt  (float32)
                  x[..., :prompt frames] = 0
+
+(Upstream also sets `dt = t_span[k + 1] - t` at the end of a step, but the next step overwrites it.)
 
 The noise comes from the caller or a seedable generator; the DiT graph runs once per step on batch 2.
 """
@@ -22,8 +25,16 @@ Estimator = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 
 def timesteps(steps: int) -> np.ndarray:
-    """float32 (steps + 1,) from 0 to 1, as torch.linspace."""
-    return np.linspace(0.0, 1.0, steps + 1, dtype=np.float64).astype(np.float32)
+    """float32 (steps + 1,) from 0 to 1, bit-equal to torch.linspace(0, 1, steps + 1).
+
+    torch fills the first half as step * i and the second as 1 - step * (n - 1 - i), each with one
+    float32 rounding (a fused multiply-add); the float64 products of float32 values reproduce it."""
+    n = steps + 1
+    if n == 1:
+        return np.zeros(1, np.float32)
+    i = np.arange(n)
+    step = np.float64(np.float32(1.0 / (n - 1)))
+    return np.where(i < n // 2, step * i, 1.0 - step * (n - 1 - i)).astype(np.float32)
 
 
 def solve_euler(estimator: Estimator, mu: np.ndarray, prompt_mel: np.ndarray, style: np.ndarray,
@@ -40,12 +51,13 @@ def solve_euler(estimator: Estimator, mu: np.ndarray, prompt_mel: np.ndarray, st
     x_lens = np.array([x.shape[-1]], dtype=np.int64)
     r = f32(cfg_rate)
     t_span = timesteps(steps)
-    t, dt = t_span[0], t_span[1] - t_span[0]
+    t = t_span[0]
     if cfg_rate > 0:
         prompt_b = np.concatenate([prompt_x, np.zeros_like(prompt_x)])
         style_b = np.concatenate([style, np.zeros_like(style)]).astype(f32)
         mu_b = np.concatenate([mu, np.zeros_like(mu)]).astype(f32)
     for k in range(1, steps + 1):
+        dt = f32(t_span[k] - t_span[k - 1])
         if cfg_rate > 0:
             v = estimator(np.concatenate([x, x]), prompt_b, x_lens, np.array([t, t], f32), style_b, mu_b)
             v = (f32(1) + r) * v[:1] - r * v[1:]
@@ -53,7 +65,5 @@ def solve_euler(estimator: Estimator, mu: np.ndarray, prompt_mel: np.ndarray, st
             v = estimator(x, prompt_x, x_lens, np.array([t], f32), style.astype(f32), mu.astype(f32))
         x = x + dt * v
         t = f32(t + dt)
-        if k < steps:
-            dt = f32(t_span[k + 1] - t)
         x[..., :prompt_len] = 0
     return x
