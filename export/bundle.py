@@ -22,7 +22,7 @@ from ..runtime.manifest import FORMAT_VERSION, MANIFEST, FileEntry, GPTDims, Gra
 from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
 from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
-from .graphs import gpt_graphs
+from .graphs import Models, gpt_graphs
 from .modules.gpt import UnifiedVoice
 from .verify import check_parity
 
@@ -89,13 +89,13 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         graphs = {}
-        for spec in gpt_graphs(cfg.gpt):
+        models = Models(cfg, gpt=gpt)
+        for spec in gpt_graphs(cfg):
             t0 = time.perf_counter()
             progress(f"exporting {spec.name}")
-            module = spec.wrapper(gpt)
-            path = export_graph(spec, module, tmp)
+            path = export_graph(spec, models, tmp)
             progress(f"checking {spec.name} against torch")
-            parity = check_parity(spec, module, path)
+            parity = check_parity(spec, models, path)
             progress(f"{spec.name}: max |onnx - torch| {parity.max_abs_diff:.2e} (atol {spec.atol}), "
                      f"{time.perf_counter() - t0:.1f} s")
             graphs[spec.name] = GraphEntry(file=path.name, inputs=list(spec.inputs), outputs=list(spec.outputs),

@@ -1,22 +1,41 @@
-"""The ONNX graphs of the GPT slice, declared once as data.
+"""Every ONNX graph of a bundle, declared once as data.
 
 Each `GraphSpec` names its inputs and outputs with their dynamic axes, builds the thin wrapper module
 whose `forward` takes and returns flat named tensors, gives a trace example and the sizes its parity
 check runs at, and states its tolerance. Graph and I/O names exist only here and in the manifest.
+
+    GPT (per segment)    gpt_speaker_conditioning, gpt_emotion_vector, gpt_decoder
+    prompt (once)        semantic_encoder, semantic_codec, campplus, length_regulator
+    acoustic (segment)   latent_projector, length_regulator, dit, bigvgan
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.export import Dim
 
-from .config import GPTConfig
-from .modules.gpt import UnifiedVoice
+from .config import IndexTTS2Config
 
 Axes = dict[int, str]
+
+
+@dataclass
+class Models:
+    """The torch modules of one checkpoint that the graphs wrap (None: not loaded)."""
+
+    cfg: IndexTTS2Config
+    gpt: nn.Module | None = None
+    semantic_encoder: nn.Module | None = None
+    codec: nn.Module | None = None
+    campplus: nn.Module | None = None
+    gpt_layer: nn.Module | None = None
+    length_regulator: nn.Module | None = None
+    dit: nn.Module | None = None
+    bigvgan: nn.Module | None = None
 
 
 def kv_names(prefix: str, layers: int) -> list[str]:
@@ -24,19 +43,22 @@ def kv_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
 
 
+# --- wrappers: flat tensors in, flat tensors out ------------------------------------------------------
+
+
 class SpeakerConditioning(nn.Module):
-    def __init__(self, gpt: UnifiedVoice):
+    def __init__(self, m: Models):
         super().__init__()
-        self.gpt = gpt
+        self.gpt = m.gpt
 
     def forward(self, semantic):
         return self.gpt.speaker_latent(semantic)
 
 
 class EmotionVector(nn.Module):
-    def __init__(self, gpt: UnifiedVoice):
+    def __init__(self, m: Models):
         super().__init__()
-        self.gpt = gpt
+        self.gpt = m.gpt
 
     def forward(self, semantic):
         return self.gpt.emotion_vector(semantic)
@@ -45,65 +67,162 @@ class EmotionVector(nn.Module):
 class Decoder(nn.Module):
     """GPT body + final_norm + mel head with an explicit KV cache (prefill, steps and latent pass)."""
 
-    def __init__(self, gpt: UnifiedVoice):
+    def __init__(self, m: Models):
         super().__init__()
-        self.gpt = gpt
+        self.gpt = m.gpt
 
     def forward(self, inputs_embeds, *past):
         logits, hidden, presents = self.gpt.decode(inputs_embeds, list(past))
         return (logits, hidden, *presents)
 
 
+class SemanticEncoder(nn.Module):
+    def __init__(self, m: Models):
+        super().__init__()
+        self.encoder = m.semantic_encoder
+
+    def forward(self, input_features, attention_mask):
+        return self.encoder(input_features, attention_mask)
+
+
+class CodecQuantize(nn.Module):
+    def __init__(self, m: Models):
+        super().__init__()
+        self.codec = m.codec
+
+    def forward(self, semantic):
+        codes, quantized = self.codec.quantize(semantic)
+        return codes, quantized
+
+
+class Campplus(nn.Module):
+    def __init__(self, m: Models):
+        super().__init__()
+        self.campplus = m.campplus
+
+    def forward(self, fbank):
+        return self.campplus(fbank)
+
+
+class LatentProjector(nn.Module):
+    """Upstream: S_infer = vq2emb(codes) + gpt_layer(latent)."""
+
+    def __init__(self, m: Models):
+        super().__init__()
+        self.gpt_layer, self.codec = m.gpt_layer, m.codec
+
+    def forward(self, latent, codes):
+        return self.codec.vq2emb(codes) + self.gpt_layer(latent)
+
+
+class LengthRegulator(nn.Module):
+    def __init__(self, m: Models):
+        super().__init__()
+        self.regulator = m.length_regulator
+
+    def forward(self, content, length):
+        return self.regulator(content, length)
+
+
+class Estimator(nn.Module):
+    def __init__(self, m: Models):
+        super().__init__()
+        self.dit = m.dit
+
+    def forward(self, x, prompt_x, x_lens, t, style, cond):
+        return self.dit(x, prompt_x, x_lens, t, style, cond)
+
+
+class Vocoder(nn.Module):
+    def __init__(self, m: Models):
+        super().__init__()
+        self.bigvgan = m.bigvgan
+
+    def forward(self, mel):
+        return self.bigvgan(mel).squeeze(1)  # (B, samples)
+
+
+# --- specs ----------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     name: str  # file stem and manifest key
     inputs: dict[str, Axes]  # name -> {axis: symbol}; graph input order
-    outputs: dict[str, Axes]  # name -> {axis: symbol}; graph output order
-    wrapper: Callable[[UnifiedVoice], nn.Module]
-    example: Callable[[GPTConfig], tuple]  # trace inputs (non-degenerate sizes)
-    cases: Callable[[GPTConfig], list[tuple]]  # parity inputs at several dynamic sizes
-    atol: float  # max |onnx - torch| allowed in fp32 on CPU
-    rtol: float = 0.0
+    outputs: dict[str, Axes]  # name -> {axis: symbol}; graph output order (documentation for outputs)
+    wrapper: Callable[[Models], nn.Module]
+    example: Callable[[Models], tuple]  # trace inputs (non-degenerate sizes)
+    cases: Callable[[Models], list[tuple]]  # parity inputs at several dynamic sizes
+    atol: float  # max |onnx - torch| allowed in fp32 on CPU (exact for integer outputs)
+    bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> (min, max) where needed
+    varargs: bool = False  # inputs after the first are one *args tuple (the KV cache)
 
     def dynamic_shapes(self) -> tuple:
-        """torch.onnx's nested form: varargs (the KV cache) become one inner tuple."""
-        axes = list(self.inputs.values())
-        if self.name != "gpt_decoder":
-            return tuple(axes)
-        return (axes[0], tuple(axes[1:]))
+        """torch.onnx's form: {axis: name} per input, a named Dim where a symbol has bounds."""
+        dims = {s: Dim(s, min=lo, max=hi) for s, (lo, hi) in self.bounds.items()}
+        axes = [{a: dims.get(s, s) for a, s in ax.items()} or None for ax in self.inputs.values()]
+        return (axes[0], tuple(axes[1:])) if self.varargs else tuple(axes)
 
 
-def _semantic(cfg: GPTConfig, batch: int, frames: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, frames, cfg.semantic_dim, generator=g)
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
-def _decoder_inputs(cfg: GPTConfig, batch: int, seq: int, past: int, seed: int) -> tuple:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, seq, cfg.model_dim, generator=g)
-    kv = [torch.randn(batch, cfg.heads, past, cfg.head_dim, generator=g) for _ in range(2 * cfg.layers)]
-    return (x, *kv)
+def _randn(seed: int, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=_gen(seed))
 
 
-def _decoder_io(layers: int) -> tuple[dict, dict]:
-    kv_in = {n: {0: "batch", 2: "past_seq"} for n in kv_names("past", layers)}
-    kv_out = {n: {0: "batch", 2: "total_seq"} for n in kv_names("present", layers)}
-    inputs = {"inputs_embeds": {0: "batch", 1: "seq"}, **kv_in}
-    outputs = {"logits": {0: "batch"}, "hidden_states": {0: "batch", 1: "seq"}, **kv_out}
-    return inputs, outputs
+def _ints(seed: int, high: int, *shape: int) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=_gen(seed))
 
 
-def gpt_graphs(cfg: GPTConfig) -> tuple[GraphSpec, ...]:
+def _semantic(m: Models, batch: int, frames: int, seed: int) -> tuple:
+    return (_randn(seed, batch, frames, m.cfg.gpt.semantic_dim),)
+
+
+def _decoder_inputs(m: Models, batch: int, seq: int, past: int, seed: int) -> tuple:
+    c = m.cfg.gpt
+    kv = [_randn(seed + 1 + i, batch, c.heads, past, c.head_dim) for i in range(2 * c.layers)]
+    return (_randn(seed, batch, seq, c.model_dim), *kv)
+
+
+def _features(m: Models, batch: int, frames: int, seed: int, masked_tail: int = 0) -> tuple:
+    """SeamlessM4T-like input: (B, T, 160) features and an int64 mask whose last frames may be 0."""
+    mask = torch.ones(batch, frames, dtype=torch.int64)
+    if masked_tail:
+        mask[-1, frames - masked_tail:] = 0
+    return (_randn(seed, batch, frames, 160), mask)
+
+
+def _dit_inputs(m: Models, batch: int, frames: int, seed: int) -> tuple:
+    s2 = m.cfg.s2mel
+    n_mels = s2.dit.in_channels
+    x_lens = torch.full((batch,), frames, dtype=torch.int64)
+    t = torch.rand(batch, generator=_gen(seed))
+    return (_randn(seed, batch, n_mels, frames), _randn(seed + 1, batch, n_mels, frames), x_lens, t,
+            _randn(seed + 2, batch, s2.style_dim), _randn(seed + 3, batch, frames, s2.dit.content_dim))
+
+
+def _regulator_inputs(m: Models, batch: int, t_in: int, t_out: int, seed: int) -> tuple:
+    width = m.cfg.s2mel.length_regulator.in_channels
+    return (_randn(seed, batch, t_in, width), torch.tensor(t_out, dtype=torch.int64))
+
+
+def _projector_inputs(m: Models, batch: int, n: int, seed: int) -> tuple:
+    return (_randn(seed, batch, n, m.cfg.s2mel.gpt_dim), _ints(seed, m.cfg.semantic_codec.codebook_size, batch, n))
+
+
+def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
     """The three GPT graphs. Semantic frame counts stay <= 1024 (quirk 3: no padding mask upstream)."""
-    dec_in, dec_out = _decoder_io(cfg.layers)
+    layers = cfg.gpt.layers
     return (
         GraphSpec(
             name="gpt_speaker_conditioning",
             inputs={"semantic": {0: "batch", 1: "frames"}},
             outputs={"speaker_latent": {0: "batch"}},
             wrapper=SpeakerConditioning,
-            example=lambda c: (_semantic(c, 2, 40, 0),),
-            cases=lambda c: [(_semantic(c, 1, t, t),) for t in (5, 38, 151, 750)] + [(_semantic(c, 2, 17, 1),)],
+            example=lambda m: _semantic(m, 2, 40, 0),
+            cases=lambda m: [_semantic(m, 1, t, t) for t in (5, 38, 151, 750)] + [_semantic(m, 2, 17, 1)],
             atol=1e-4,
         ),
         GraphSpec(
@@ -111,24 +230,104 @@ def gpt_graphs(cfg: GPTConfig) -> tuple[GraphSpec, ...]:
             inputs={"semantic": {0: "batch", 1: "frames"}},
             outputs={"emotion_vector": {0: "batch"}},
             wrapper=EmotionVector,
-            example=lambda c: (_semantic(c, 2, 40, 0),),
-            cases=lambda c: [(_semantic(c, 1, t, t),) for t in (5, 38, 151, 750)] + [(_semantic(c, 2, 17, 1),)],
+            example=lambda m: _semantic(m, 2, 40, 0),
+            cases=lambda m: [_semantic(m, 1, t, t) for t in (5, 38, 151, 750)] + [_semantic(m, 2, 17, 1)],
             atol=1e-4,
         ),
         GraphSpec(
             name="gpt_decoder",
-            inputs=dec_in,
-            outputs=dec_out,
+            inputs={"inputs_embeds": {0: "batch", 1: "seq"},
+                    **{n: {0: "batch", 2: "past_seq"} for n in kv_names("past", layers)}},
+            outputs={"logits": {0: "batch"}, "hidden_states": {0: "batch", 1: "seq"},
+                     **{n: {0: "batch", 2: "total_seq"} for n in kv_names("present", layers)}},
             wrapper=Decoder,
-            example=lambda c: _decoder_inputs(c, 2, 3, 4, 0),
-            # prefill (past 0), single steps for 1 and 3 beams, a long latent-pass-like call
-            cases=lambda c: [
-                _decoder_inputs(c, 1, 40, 0, 1),
-                _decoder_inputs(c, 3, 1, 57, 2),
-                _decoder_inputs(c, 1, 1, 1, 3),
-                _decoder_inputs(c, 2, 5, 9, 4),
-                _decoder_inputs(c, 1, 300, 0, 5),
-            ],
+            example=lambda m: _decoder_inputs(m, 2, 3, 4, 0),
+            # prefill (past 0), single steps for 1 and 3 beams, a chunk, a long latent-pass-like call
+            cases=lambda m: [_decoder_inputs(m, 1, 40, 0, 1), _decoder_inputs(m, 3, 1, 57, 2),
+                             _decoder_inputs(m, 1, 1, 1, 3), _decoder_inputs(m, 2, 5, 9, 4),
+                             _decoder_inputs(m, 1, 300, 0, 5)],
+            atol=1e-4,
+            varargs=True,
+        ),
+    )
+
+
+def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
+    """Prompt-side encoders and the per-segment acoustic graphs."""
+    return (
+        GraphSpec(
+            name="semantic_encoder",
+            inputs={"input_features": {0: "batch", 1: "frames"}, "attention_mask": {0: "batch", 1: "frames"}},
+            outputs={"semantic": {0: "batch", 1: "frames"}},
+            wrapper=SemanticEncoder,
+            example=lambda m: _features(m, 2, 24, 0, masked_tail=1),
+            cases=lambda m: [_features(m, 1, 7, 1), _features(m, 1, 50, 2, masked_tail=1),
+                             _features(m, 1, 151, 3), _features(m, 2, 37, 4, masked_tail=5)],
+            atol=1e-4,
+        ),
+        GraphSpec(
+            name="semantic_codec",
+            inputs={"semantic": {0: "batch", 1: "frames"}},
+            outputs={"codes": {0: "batch", 1: "frames"}, "quantized": {0: "batch", 1: "frames"}},
+            wrapper=CodecQuantize,
+            example=lambda m: _semantic_codec(m, 2, 24, 0),
+            cases=lambda m: [_semantic_codec(m, 1, t, t) for t in (7, 50, 151, 750)],
+            atol=1e-4,
+        ),
+        GraphSpec(
+            name="campplus",
+            inputs={"fbank": {0: "batch", 1: "frames"}},
+            outputs={"style": {0: "batch"}},
+            wrapper=Campplus,
+            example=lambda m: (_randn(0, 2, 230, 80),),
+            cases=lambda m: [(_randn(t, 1, t, 80),) for t in (150, 237, 437, 1498)],
+            atol=1e-4,
+            bounds={"frames": (8, 100_000)},
+        ),
+        GraphSpec(
+            name="length_regulator",
+            inputs={"content": {0: "batch", 1: "frames_in"}, "length": {}},
+            outputs={"condition": {0: "batch", 1: "frames_out"}},
+            wrapper=LengthRegulator,
+            example=lambda m: _regulator_inputs(m, 2, 20, 34, 0),
+            cases=lambda m: [_regulator_inputs(m, 1, a, b, a) for a, b in ((13, 22), (50, 86), (7, 7), (151, 259))],
+            atol=1e-4,
+        ),
+        GraphSpec(
+            name="latent_projector",
+            inputs={"latent": {0: "batch", 1: "codes"}, "codes": {0: "batch", 1: "codes"}},
+            outputs={"content": {0: "batch", 1: "codes"}},
+            wrapper=LatentProjector,
+            example=lambda m: _projector_inputs(m, 2, 12, 0),
+            cases=lambda m: [_projector_inputs(m, 1, n, n) for n in (1, 37, 250)],
+            atol=1e-4,
+        ),
+        GraphSpec(
+            name="dit",
+            inputs={"x": {0: "batch", 2: "frames"}, "prompt_x": {0: "batch", 2: "frames"}, "x_lens": {0: "batch"},
+                    "t": {0: "batch"}, "style": {0: "batch"}, "cond": {0: "batch", 1: "frames"}},
+            outputs={"velocity": {0: "batch", 2: "frames"}},
+            wrapper=Estimator,
+            example=lambda m: _dit_inputs(m, 2, 40, 0),
+            cases=lambda m: [_dit_inputs(m, 2, t, t) for t in (3, 17, 96, 157)] + [_dit_inputs(m, 1, 60, 1)],
+            atol=1e-4,
+            bounds={"frames": (3, 16384)},
+        ),
+        GraphSpec(
+            name="bigvgan",
+            inputs={"mel": {0: "batch", 2: "frames"}},
+            outputs={"audio": {0: "batch", 1: "samples"}},
+            wrapper=Vocoder,
+            example=lambda m: (_randn(0, 2, 80, 20),),
+            cases=lambda m: [(_randn(t, 1, 80, t),) for t in (5, 20, 33, 87)],
             atol=1e-4,
         ),
     )
+
+
+def _semantic_codec(m: Models, batch: int, frames: int, seed: int) -> tuple:
+    return (_randn(seed, batch, frames, m.cfg.semantic_codec.hidden_size),)
+
+
+def all_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
+    return gpt_graphs(cfg) + acoustic_graphs(cfg)

@@ -26,6 +26,8 @@ def _export(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not args.verbose:  # the exporter logs a line per unavailable op library
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     overrides = {k: getattr(args, k) for k in ("config", "gpt", "bpe", "emo_matrix", "spk_matrix")}
     try:
         cfg = config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")

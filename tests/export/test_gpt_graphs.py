@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from indextts2_onnx.export.graphs import gpt_graphs  # noqa: E402
+from indextts2_onnx.export.config import load_config  # noqa: E402
+from indextts2_onnx.export.graphs import Models, gpt_graphs  # noqa: E402
 from indextts2_onnx.export.verify import ParityError, check_parity, cpu_session  # noqa: E402
 
 # Tolerance: max |onnx - torch| <= 1e-4 absolute in fp32 (the specs' atol); seen: ~1e-6.
@@ -17,10 +18,11 @@ ATOL = 1e-4
 
 
 @pytest.mark.parametrize("name", ["gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder"])
-def test_graph_matches_torch_at_several_sizes(name, tiny_bundle, tiny_gpt):
-    spec = next(s for s in gpt_graphs(tiny_gpt.cfg) if s.name == name)
+def test_graph_matches_torch_at_several_sizes(name, tiny_bundle, tiny_gpt, tiny_checkpoint):
+    cfg = load_config(tiny_checkpoint / "config.yaml")
+    spec = next(s for s in gpt_graphs(cfg) if s.name == name)
     assert spec.atol <= ATOL
-    parity = check_parity(spec, spec.wrapper(tiny_gpt), tiny_bundle / f"{name}.onnx")
+    parity = check_parity(spec, Models(cfg, gpt=tiny_gpt), tiny_bundle / f"{name}.onnx")
     assert len(parity.cases) >= 4
     assert parity.max_abs_diff <= ATOL
     # the sizes really vary: frames / sequence and past lengths differ between cases
@@ -53,9 +55,10 @@ def test_decoder_serves_prefill_steps_and_a_chunk_consistently(tiny_bundle, tiny
     np.testing.assert_allclose(chunk[1], full[1][:, 17:], atol=1e-5)
 
 
-def test_parity_failure_is_reported(tiny_bundle, tiny_gpt):
+def test_parity_failure_is_reported(tiny_bundle, tiny_gpt, tiny_checkpoint):
     """A graph of the wrong weights must fail the check (so the check can fail at all)."""
-    spec = next(s for s in gpt_graphs(tiny_gpt.cfg) if s.name == "gpt_emotion_vector")
+    cfg = load_config(tiny_checkpoint / "config.yaml")
+    spec = next(s for s in gpt_graphs(cfg) if s.name == "gpt_emotion_vector")
     other = type(tiny_gpt)(tiny_gpt.cfg).eval()  # fresh random init, not the exported weights
     with pytest.raises(ParityError, match="gpt_emotion_vector: max"):
-        check_parity(spec, spec.wrapper(other), tiny_bundle / "gpt_emotion_vector.onnx")
+        check_parity(spec, Models(cfg, gpt=other), tiny_bundle / "gpt_emotion_vector.onnx")
