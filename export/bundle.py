@@ -1,4 +1,4 @@
-"""Build a runtime bundle from an official checkpoint folder: graphs, tables, manifest.
+"""Build a runtime bundle from an official checkpoint folder: every graph, the tables, the manifest.
 
 The bundle is written into a temporary sibling folder and renamed into place only when every graph
 passed its parity check, so a failed export never leaves a half-written bundle behind.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -18,12 +19,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..runtime.manifest import FORMAT_VERSION, MANIFEST, FileEntry, GPTDims, GraphEntry, Manifest, sha256
+from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntry, GPTDims, GraphEntry, Manifest,
+                                sha256)
 from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
 from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
-from .graphs import Models, gpt_graphs
+from .graphs import Models, all_graphs
+from .modules.bigvgan import load_bigvgan
+from .modules.campplus import load_campplus
+from .modules.codec import load_codec
 from .modules.gpt import UnifiedVoice
+from .modules.s2mel import load_s2mel
+from .modules.w2vbert import load_semantic_encoder
 from .verify import check_parity
 
 _LOG = logging.getLogger(__name__)
@@ -40,6 +47,34 @@ def gpt_dims(cfg: IndexTTS2Config) -> GPTDims:
         start_text_token=g.start_text_token, stop_text_token=g.stop_text_token,
         max_mel_tokens=g.max_mel_tokens, max_text_tokens=g.max_text_tokens,
     )
+
+
+def acoustic_dims(models: Models) -> AcousticDims:
+    c, voc = models.cfg, models.bigvgan.cfg
+    return AcousticDims(
+        sample_rate=voc.sampling_rate, hop_length=voc.hop_size, n_mels=c.s2mel.mel.n_mels,
+        semantic_dim=c.semantic_codec.hidden_size, content_dim=c.s2mel.length_regulator.channels,
+        style_dim=c.s2mel.style_dim, codebook_size=c.semantic_codec.codebook_size,
+        dit_min_frames=models.dit.min_frames,
+    )
+
+
+def load_models(paths: CheckpointPaths, cfg: IndexTTS2Config, progress: Progress) -> Models:
+    """Every component of the checkpoint, loaded strictly into our torch modules."""
+    progress(f"loading {paths.gpt.name}")
+    gpt = load_gpt(paths, cfg)
+    progress(f"loading {paths.w2v_bert.name}, {paths.semantic_codec.name}, {paths.campplus.name}")
+    encoder = load_semantic_encoder(paths.w2v_bert, paths.w2v_stats, cfg.semantic_layer)
+    codec = load_codec(paths.semantic_codec, cfg.semantic_codec)
+    campplus = load_campplus(paths.campplus, cfg.s2mel.style_dim)
+    progress(f"loading {paths.s2mel.name}, {paths.bigvgan.name}")
+    gpt_layer, regulator, dit = load_s2mel(paths.s2mel, cfg)
+    bigvgan = load_bigvgan(paths.bigvgan)
+    if bigvgan.cfg.num_mels != cfg.s2mel.mel.n_mels:
+        raise CheckpointError(f"{paths.bigvgan}: num_mels {bigvgan.cfg.num_mels} but config.yaml's s2mel has "
+                              f"{cfg.s2mel.mel.n_mels} mel bands")
+    return Models(cfg, gpt=gpt, semantic_encoder=encoder, codec=codec, campplus=campplus, gpt_layer=gpt_layer,
+                  length_regulator=regulator, dit=dit, bigvgan=bigvgan)
 
 
 def _write_tables(gpt: UnifiedVoice, out: Path) -> None:
@@ -75,22 +110,23 @@ def _versions() -> dict:
 @torch.no_grad()
 def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                   progress: Progress = lambda msg: None) -> Manifest:
-    """Export the GPT slice of the checkpoint at `paths` to the bundle folder `out`."""
+    """Export every component of the checkpoint at `paths` to the bundle folder `out`."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out}: exists and is not empty; pass --force to replace it")
     cfg = load_config(paths.config)
-    progress(f"loading {paths.gpt.name}")
-    gpt = load_gpt(paths, cfg)
+    models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
     if not paths.bpe.is_file():
         raise CheckpointError(f"{paths.bpe}: file not found; the tokenizer is part of the checkpoint")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; a bundle should look like any other folder
     try:
         graphs = {}
-        models = Models(cfg, gpt=gpt)
-        for spec in gpt_graphs(cfg):
+        for spec in all_graphs(cfg):
             t0 = time.perf_counter()
             progress(f"exporting {spec.name}")
             path = export_graph(spec, models, tmp)
@@ -100,13 +136,14 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                      f"{time.perf_counter() - t0:.1f} s")
             graphs[spec.name] = GraphEntry(file=path.name, inputs=list(spec.inputs), outputs=list(spec.outputs),
                                            parity=parity.to_dict())
-        _write_tables(gpt, tmp / "gpt_tables.npz")
+        _write_tables(models.gpt, tmp / "gpt_tables.npz")
         np.save(tmp / "emotion_matrix.npy", emo)
         np.save(tmp / "speaker_matrix.npy", spk)
         shutil.copyfile(paths.bpe, tmp / "bpe.model")
         files = {p.name: FileEntry(size=p.stat().st_size, sha256=sha256(p)) for p in sorted(tmp.iterdir())}
         manifest = Manifest(
-            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), emo_num=list(cfg.emo_num), style_dim=cfg.s2mel.style_dim, graphs=graphs, files=files,
+            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic_dims(models), emo_num=list(cfg.emo_num),
+            graphs=graphs, files=files,
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
                     "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model"},
             exporter=_versions(),

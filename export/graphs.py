@@ -299,7 +299,7 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             outputs={"content": {0: "batch", 1: "codes"}},
             wrapper=LatentProjector,
             example=lambda m: _projector_inputs(m, 2, 12, 0),
-            cases=lambda m: [_projector_inputs(m, 1, n, n) for n in (1, 37, 250)],
+            cases=lambda m: [_projector_inputs(m, 1, n, n) for n in (1, 37, 250)] + [_projector_inputs(m, 2, 12, 3)],
             atol=1e-4,
         ),
         GraphSpec(
@@ -320,7 +320,9 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             wrapper=Vocoder,
             example=lambda m: (_randn(0, 2, 80, 20),),
             cases=lambda m: [(_randn(t, 1, 80, t),) for t in (5, 20, 33, 87)],
-            atol=1e-4,
+            # ~100 stacked convolutions with SnakeBeta: fp32 reassociation grows to ~2e-4 on a [-1, 1]
+            # waveform with random weights (-70 dB); 5e-4 still catches any real difference
+            atol=5e-4,
         ),
     )
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-# estimator(x [B,80,T], prompt_x [B,80,T], x_lens int64 [1], t [B], style [B,S], mu [B,T,C]) -> [B,80,T]
+# estimator(x [B,80,T], prompt_x [B,80,T], x_lens int64 [B], t [B], style [B,S], mu [B,T,C]) -> [B,80,T]
 Estimator = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -48,7 +48,7 @@ def solve_euler(estimator: Estimator, mu: np.ndarray, prompt_mel: np.ndarray, st
     x[..., :prompt_len] = 0
     prompt_x = np.zeros_like(x)
     prompt_x[..., :prompt_len] = prompt_mel
-    x_lens = np.array([x.shape[-1]], dtype=np.int64)
+    n_frames = x.shape[-1]
     r = f32(cfg_rate)
     t_span = timesteps(steps)
     t = t_span[0]
@@ -59,9 +59,12 @@ def solve_euler(estimator: Estimator, mu: np.ndarray, prompt_mel: np.ndarray, st
     for k in range(1, steps + 1):
         dt = f32(t_span[k] - t_span[k - 1])
         if cfg_rate > 0:
+            # upstream passes a batch-1 x_lens that broadcasts; the graph takes one length per row
+            x_lens = np.full(2, n_frames, dtype=np.int64)
             v = estimator(np.concatenate([x, x]), prompt_b, x_lens, np.array([t, t], f32), style_b, mu_b)
             v = (f32(1) + r) * v[:1] - r * v[1:]
         else:
+            x_lens = np.full(1, n_frames, dtype=np.int64)
             v = estimator(x, prompt_x, x_lens, np.array([t], f32), style.astype(f32), mu.astype(f32))
         x = x + dt * v
         t = f32(t + dt)

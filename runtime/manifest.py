@@ -40,6 +40,20 @@ class GPTDims:
 
 
 @dataclass(frozen=True)
+class AcousticDims:
+    """Sizes of the acoustic half: prompt encoders, s2mel and the vocoder."""
+
+    sample_rate: int  # output audio (BigVGAN), 22050 officially
+    hop_length: int  # audio samples per mel frame (256)
+    n_mels: int  # mel bands (80)
+    semantic_dim: int  # w2v-BERT / codec feature width (1024)
+    content_dim: int  # length regulator output width (512)
+    style_dim: int  # CAMPPlus style width (192)
+    codebook_size: int  # semantic codes 0..codebook_size-1 (8192)
+    dit_min_frames: int  # shortest prompt + target the DiT accepts (reflect padding)
+
+
+@dataclass(frozen=True)
 class GraphEntry:
     """One ONNX graph: its file, I/O names in graph order, precision and target device."""
 
@@ -61,8 +75,8 @@ class FileEntry:
 class Manifest:
     format_version: str
     gpt: GPTDims
+    acoustic: AcousticDims
     emo_num: list[int]  # rows per emotion group of the emotion / speaker matrices
-    style_dim: int  # width of the speaker style (CAMPPlus) vector
     graphs: dict[str, GraphEntry]
     files: dict[str, FileEntry]  # every file of the bundle but the manifest, by relative path
     tables: dict[str, str]  # role -> file: gpt embedding tables, emotion matrices, tokenizer
@@ -78,8 +92,8 @@ class Manifest:
         return Manifest(
             format_version=str(d["format_version"]),
             gpt=_build(GPTDims, d["gpt"], f"{where}: gpt"),
+            acoustic=_build(AcousticDims, d["acoustic"], f"{where}: acoustic"),
             emo_num=[int(n) for n in d["emo_num"]],
-            style_dim=int(d["style_dim"]),
             graphs={k: _build(GraphEntry, v, f"{where}: graphs.{k}") for k, v in d["graphs"].items()},
             files={k: _build(FileEntry, v, f"{where}: files.{k}") for k, v in d["files"].items()},
             tables={str(k): str(v) for k, v in d["tables"].items()},

@@ -17,6 +17,8 @@ from .conditioning import EmotionMatrices, check_vector, merge, pick_rows, scale
 from .errors import InputError
 from .gpt import CodeGenerator, GptTables
 from .manifest import Manifest, load_manifest
+from .prompt import PromptEncoder
+from .s2mel import MelDecoder, target_frames
 from .sampling import SamplingOptions
 from .sessions import Graph, providers_for
 from .speaker import Speaker
@@ -46,6 +48,10 @@ class IndexTTS2:
         tables = self.manifest.tables
         self._codes = CodeGenerator(graphs["gpt_decoder"], GptTables.load(self.bundle / tables["gpt_tables"]),
                                     self.manifest.gpt)
+        self._prompt = PromptEncoder(graphs["semantic_encoder"], graphs["semantic_codec"], graphs["campplus"],
+                                     graphs["length_regulator"])
+        self._mel = MelDecoder(graphs["latent_projector"], graphs["length_regulator"], graphs["dit"])
+        self._vocoder = graphs["bigvgan"]
         self._matrices = EmotionMatrices.split(
             np.load(self.bundle / tables["emotion_matrix"]), np.load(self.bundle / tables["speaker_matrix"]),
             self.manifest.emo_num,
@@ -60,6 +66,22 @@ class IndexTTS2:
         for g in self._graphs.values():
             seen += [p for p in g.providers if p not in seen]
         return seen
+
+    # --- voice prompt ----------------------------------------------------------------------------
+
+    def speaker_from_features(self, features: np.ndarray, mask: np.ndarray, emotion_features: np.ndarray,
+                              emotion_mask: np.ndarray, fbank: np.ndarray, ref_mel: np.ndarray) -> Speaker:
+        """The neural half of preparing a voice prompt: front-end features -> Speaker.
+
+        features, mask          : (1, T, 160), (1, T) SeamlessM4T features of the 16 kHz speaker path
+        emotion_features, ..mask: the same for the emotion path (soxr to 16 kHz upstream)
+        fbank                   : (F, 80) Kaldi fbank of the 16 kHz speaker path (mean not yet removed)
+        ref_mel                 : (1, n_mels, F') log-mel of the 22.05 kHz prompt
+        """
+        t0 = time.perf_counter()
+        spk = self._prompt.speaker(features, mask, emotion_features, emotion_mask, fbank, ref_mel)
+        self.metrics = {"prompt_s": time.perf_counter() - t0}
+        return spk
 
     # --- conditioning ----------------------------------------------------------------------------
 
@@ -90,8 +112,8 @@ class IndexTTS2:
         if not isinstance(spk, Speaker):
             raise InputError("emotion_vector: spk must be a Speaker", "use prepare_speaker or Speaker(...)")
         if vector is not None:
-            if spk.style.shape[1] != self.manifest.style_dim:
-                raise InputError(f"Speaker.style: width {spk.style.shape[1]}, this model's is {self.manifest.style_dim}")
+            if spk.style.shape[1] != self.manifest.acoustic.style_dim:
+                raise InputError(f"Speaker.style: width {spk.style.shape[1]}, this model's is {self.manifest.acoustic.style_dim}")
             w = scale_vector(check_vector(vector), float(alpha))
             rows = pick_rows(self._matrices, spk.style, random_rows, np.random.default_rng(seed))
             own = self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")
@@ -163,3 +185,50 @@ class IndexTTS2:
         if codes.shape[0] == 0:
             _LOG.warning("the GPT produced the stop token first: no codes for this segment")
         return codes, latent
+
+    # --- mel and waveform ------------------------------------------------------------------------
+
+    def decode_mel(self, codes: np.ndarray, latent: np.ndarray, spk: Speaker, steps: int = 25,
+                   cfg_rate: float = 0.7, noise: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+        """Mel frames (1, n_mels, int(N * 1.72)) for one segment's codes and latent (upstream s2mel).
+
+        noise: the CFM start noise for the whole sequence (1, n_mels, prompt frames + target frames), as
+        upstream draws it; None draws it from a generator seeded with `seed`."""
+        a = self.manifest.acoustic
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        latent = np.asarray(latent, dtype=np.float32)
+        n = codes.shape[0]
+        if n == 0:
+            raise InputError("codes: empty", "the GPT produced no codes for this segment; try another seed")
+        if codes.min() < 0 or codes.max() >= a.codebook_size:
+            raise InputError(f"codes: ids must lie in 0..{a.codebook_size - 1} (stop token removed)")
+        if latent.shape != (1, n, self.manifest.gpt.model_dim):
+            raise InputError(f"latent: expected shape (1, {n}, {self.manifest.gpt.model_dim}), got {latent.shape}")
+        if not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise InputError(f"steps={steps}: must be an integer >= 1")
+        if not 0.0 <= float(cfg_rate) < 100.0:
+            raise InputError(f"cfg_rate={cfg_rate}: must be >= 0")
+        total = spk.ref_mel.shape[2] + target_frames(n)
+        shape = (1, a.n_mels, total)
+        if total < a.dit_min_frames:
+            raise InputError(f"{total} mel frames in all; the DiT needs at least {a.dit_min_frames}")
+        if noise is None:
+            noise = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        noise = np.asarray(noise, dtype=np.float32)
+        if noise.shape != shape:
+            raise InputError(f"noise: expected shape {shape} (prompt + target frames), got {noise.shape}")
+        t0 = time.perf_counter()
+        mel = self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate))
+        self.metrics["mel_s"] = time.perf_counter() - t0
+        return mel
+
+    def vocode(self, mel: np.ndarray) -> np.ndarray:
+        """BigVGAN: mel (1, n_mels, T) -> float32 waveform (hop_length * T,) in [-1, 1]."""
+        mel = np.asarray(mel, dtype=np.float32)
+        a = self.manifest.acoustic
+        if mel.ndim != 3 or mel.shape[:2] != (1, a.n_mels) or mel.shape[2] == 0:
+            raise InputError(f"mel: expected shape (1, {a.n_mels}, frames), got {mel.shape}")
+        t0 = time.perf_counter()
+        wav = self._vocoder.run({"mel": mel})[0][0]
+        self.metrics["vocoder_s"] = time.perf_counter() - t0
+        return wav

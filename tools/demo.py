@@ -21,7 +21,7 @@ def random_speaker(tts: IndexTTS2, rng: np.random.Generator, frames: int = 150) 
     mel_frames = int(frames * 1.72)
     return Speaker(semantic=rng.standard_normal((1, frames, dim)),
                    emotion_semantic=rng.standard_normal((1, frames, dim)),
-                   style=rng.standard_normal((1, tts.manifest.style_dim)),
+                   style=rng.standard_normal((1, tts.manifest.acoustic.style_dim)),
                    ref_mel=rng.standard_normal((1, 80, mel_frames)),
                    prompt_condition=rng.standard_normal((1, mel_frames, dim)))
 

@@ -1,4 +1,4 @@
-"""Every GPT graph against its torch module at several dynamic sizes (ONNX Runtime CPU, fp32)."""
+"""Every graph of the bundle against its torch module at several dynamic sizes (ONNX Runtime CPU, fp32)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,36 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from indextts2_onnx.export.bundle import load_models  # noqa: E402
+from indextts2_onnx.export.checkpoint import CheckpointPaths  # noqa: E402
 from indextts2_onnx.export.config import load_config  # noqa: E402
-from indextts2_onnx.export.graphs import Models, gpt_graphs  # noqa: E402
+from indextts2_onnx.export.graphs import Models, all_graphs, gpt_graphs  # noqa: E402
 from indextts2_onnx.export.verify import ParityError, check_parity, cpu_session  # noqa: E402
 
-# Tolerance: max |onnx - torch| <= 1e-4 absolute in fp32 (the specs' atol); seen: ~1e-6.
-ATOL = 1e-4
+# Tolerance: max |onnx - torch| <= 1e-4 absolute in fp32 (seen: 1e-7 .. 1e-5); the vocoder's waveform
+# in [-1, 1] after ~100 stacked convolutions gets 5e-4 (seen: ~2e-4 with random weights). Codes: exact.
+ATOL = {"bigvgan": 5e-4}
+GRAPHS = ["gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "semantic_encoder", "semantic_codec",
+          "campplus", "length_regulator", "latent_projector", "dit", "bigvgan"]
 
 
-@pytest.mark.parametrize("name", ["gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder"])
-def test_graph_matches_torch_at_several_sizes(name, tiny_bundle, tiny_gpt, tiny_checkpoint):
+@pytest.fixture(scope="module")
+def models(tiny_checkpoint) -> Models:
     cfg = load_config(tiny_checkpoint / "config.yaml")
-    spec = next(s for s in gpt_graphs(cfg) if s.name == name)
-    assert spec.atol <= ATOL
-    parity = check_parity(spec, Models(cfg, gpt=tiny_gpt), tiny_bundle / f"{name}.onnx")
+    return load_models(CheckpointPaths.of(tiny_checkpoint, cfg), cfg, lambda msg: None)
+
+
+def test_every_graph_is_declared(models):
+    assert [s.name for s in all_graphs(models.cfg)] == GRAPHS
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_graph_matches_torch_at_several_sizes(name, tiny_bundle, models):
+    spec = next(s for s in all_graphs(models.cfg) if s.name == name)
+    assert spec.atol <= ATOL.get(name, 1e-4)
+    parity = check_parity(spec, models, tiny_bundle / f"{name}.onnx")
     assert len(parity.cases) >= 4
-    assert parity.max_abs_diff <= ATOL
+    assert parity.max_abs_diff <= ATOL.get(name, 1e-4)
     # the sizes really vary: frames / sequence and past lengths differ between cases
     shapes = {json.dumps(c["shapes"]) for c in parity.cases}
     assert len(shapes) == len(parity.cases)
@@ -32,8 +46,9 @@ def test_graph_matches_torch_at_several_sizes(name, tiny_bundle, tiny_gpt, tiny_
 
 def test_manifest_records_the_export_parity(tiny_bundle):
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert sorted(manifest["graphs"]) == sorted(GRAPHS)
     for name, entry in manifest["graphs"].items():
-        assert entry["parity"]["max_abs_diff"] <= entry["parity"]["atol"] <= ATOL, name
+        assert entry["parity"]["max_abs_diff"] <= entry["parity"]["atol"] <= ATOL.get(name, 1e-4), name
 
 
 def test_decoder_serves_prefill_steps_and_a_chunk_consistently(tiny_bundle, tiny_gpt):

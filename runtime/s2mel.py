@@ -1,0 +1,51 @@
+"""Mel decoding: semantic codes and the GPT latent -> mel frames (upstream's s2mel stage).
+
+    content   = vq2emb(codes) + gpt_layer(latent)                    (latent_projector graph)
+    condition = length_regulator(content, int(N * 1.72))             (length_regulator graph)
+    mu        = [speaker.prompt_condition | condition]
+    mel       = CFM Euler loop over the DiT from noise (1, n_mels, F + target frames), prompt frames cut off
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .flow import solve_euler
+from .sessions import Graph
+from .speaker import Speaker
+
+CODE_TO_FRAME = 1.72  # upstream infer_v2: target_lengths = (code_lens * 1.72).long()
+
+
+def target_frames(n_codes: int) -> int:
+    """Mel frames generated for `n_codes` codes: int(N * 1.72), in float32 like upstream's tensor math."""
+    return int(np.float32(n_codes) * np.float32(CODE_TO_FRAME))
+
+
+@dataclass
+class MelDecoder:
+    projector: Graph
+    regulator: Graph
+    dit: Graph
+
+    def condition(self, codes: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        """(N,) codes and (1, N, d) latent -> the length-regulated target condition (1, target frames, C)."""
+        content = self.projector.run({"latent": latent.astype(np.float32), "codes": codes[None].astype(np.int64)})[0]
+        return self.regulate(content, target_frames(codes.shape[0]))
+
+    def regulate(self, content: np.ndarray, frames: int) -> np.ndarray:
+        """(1, T_in, D) content stretched to `frames` and refined -> (1, frames, C)."""
+        return self.regulator.run({"content": content, "length": np.array(frames, dtype=np.int64)})[0]
+
+    def estimate(self, x, prompt_x, x_lens, t, style, cond) -> np.ndarray:
+        return self.dit.run({"x": x, "prompt_x": prompt_x, "x_lens": x_lens, "t": t, "style": style,
+                             "cond": cond})[0]
+
+    def decode(self, codes: np.ndarray, latent: np.ndarray, spk: Speaker, noise: np.ndarray,
+               steps: int, cfg_rate: float) -> np.ndarray:
+        """Mel frames (1, n_mels, target frames) for one segment; `noise` covers prompt + target frames."""
+        mu = np.concatenate([spk.prompt_condition, self.condition(codes, latent)], axis=1)  # (1, F + Tgen, C)
+        mel = solve_euler(self.estimate, mu, spk.ref_mel, spk.style, noise, steps, cfg_rate)
+        return mel[:, :, spk.ref_mel.shape[2]:]
