@@ -261,8 +261,10 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             outputs={"semantic": {0: "batch", 1: "frames"}},
             wrapper=SemanticEncoder,
             example=lambda m: _features(m, 2, 24, 0, masked_tail=1),
+            # 750 stacked frames = the 15 s prompt cap
             cases=lambda m: [_features(m, 1, 7, 1), _features(m, 1, 50, 2, masked_tail=1),
-                             _features(m, 1, 151, 3), _features(m, 2, 37, 4, masked_tail=5)],
+                             _features(m, 1, 151, 3), _features(m, 2, 37, 4, masked_tail=5),
+                             _features(m, 1, 750, 5, masked_tail=1)],
             atol=1e-4,
         ),
         GraphSpec(
@@ -290,7 +292,9 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             outputs={"condition": {0: "batch", 1: "frames_out"}},
             wrapper=LengthRegulator,
             example=lambda m: _regulator_inputs(m, 2, 20, 34, 0),
-            cases=lambda m: [_regulator_inputs(m, 1, a, b, a) for a, b in ((13, 22), (50, 86), (7, 7), (151, 259))],
+            # 750 -> 1292: the prompt condition of a 15 s prompt
+            cases=lambda m: [_regulator_inputs(m, 1, a, b, a)
+                             for a, b in ((13, 22), (50, 86), (7, 7), (151, 259), (750, 1292))],
             atol=1e-4,
         ),
         GraphSpec(
@@ -309,7 +313,8 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             outputs={"velocity": {0: "batch", 2: "frames"}},
             wrapper=Estimator,
             example=lambda m: _dit_inputs(m, 2, 40, 0),
-            cases=lambda m: [_dit_inputs(m, 2, t, t) for t in (3, 17, 96, 157)] + [_dit_inputs(m, 1, 60, 1)],
+            # up to a 15 s prompt (1292 frames) plus a short target
+            cases=lambda m: [_dit_inputs(m, 2, t, t) for t in (3, 17, 96, 157, 1335)] + [_dit_inputs(m, 1, 60, 1)],
             atol=1e-4,
             bounds={"frames": (3, 16384)},
         ),

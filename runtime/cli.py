@@ -16,6 +16,16 @@ from .errors import IndexTTS2Error
 from .manifest import load_manifest, verify_checksums
 
 
+# export's per-file overrides: option -> what it points at (defaults: the official folder layout)
+PATH_OPTIONS = (
+    ("config", "config.yaml"), ("gpt", "gpt.pth"), ("s2mel", "s2mel.pth"), ("bpe", "bpe.model"),
+    ("w2v-stats", "wav2vec2bert_stats.pt"), ("emo-matrix", "feat2.pt"), ("spk-matrix", "feat1.pt"),
+    ("w2v-bert", "the w2v-bert-2.0 folder (config.json, model.safetensors)"),
+    ("semantic-codec", "semantic_codec_model.safetensors"), ("campplus", "campplus_cn_common.bin"),
+    ("bigvgan", "the BigVGAN folder (config.json, bigvgan_generator.pt)"),
+)
+
+
 def _export(args: argparse.Namespace) -> int:
     # The export side needs torch; import it only for this command (the runtime never imports it).
     try:
@@ -28,7 +38,7 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     if not args.verbose:  # the exporter logs a line per unavailable op library
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    overrides = {k: getattr(args, k) for k in ("config", "gpt", "bpe", "emo_matrix", "spk_matrix")}
+    overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _ in PATH_OPTIONS}
     try:
         cfg = config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
         paths = checkpoint.CheckpointPaths.of(args.checkpoint, cfg, **overrides)
@@ -68,9 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="checkpoint folder (config.yaml, gpt.pth, ...)")
     e.add_argument("--out", required=True, help="bundle folder to write")
     e.add_argument("--force", action="store_true", help="replace an existing bundle")
-    for name, what in (("config", "config.yaml"), ("gpt", "gpt.pth"), ("bpe", "bpe.model"),
-                       ("emo-matrix", "feat2.pt"), ("spk-matrix", "feat1.pt")):
-        e.add_argument(f"--{name}", default=None, help=f"path of {what} if not in the checkpoint folder")
+    for name, what in PATH_OPTIONS:
+        e.add_argument(f"--{name}", default=None, metavar="PATH", help=f"{what}, if not in the checkpoint folder")
     e.set_defaults(run=_export)
 
     i = sub.add_parser("info", help="describe a bundle")
