@@ -14,12 +14,13 @@ The GPT (`gpt.pth`) is not declared here: its layout is `UnifiedVoice(cfg.gpt).s
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 
 from .config import BigVGANConfig, IndexTTS2Config, S2MelConfig, SemanticCodecConfig, W2VBertConfig
+from .modules.bigvgan import kaiser_sinc_filter
+from .modules.dit import timestep_freqs
 
 F32, I64 = torch.float32, torch.int64
 
@@ -34,7 +35,6 @@ Layout = dict[str, TensorSpec]
 # Widths upstream hard-codes in code rather than in any config file.
 GPT_LAYER_HIDDEN = (256, 128)  # s2mel gpt_layer: Linear(gpt_dim, 256), Linear(256, 128), Linear(128, C)
 TIMESTEP_FREQ_DIM = 256  # DiT TimestepEmbedder frequency_embedding_size (-> `freqs` [128])
-TIMESTEP_MAX_PERIOD = 10000
 CAMPPLUS_FEAT_DIM = 80
 CAMPPLUS_HEAD_CHANNELS = 32  # FCM m_channels
 CAMPPLUS_GROWTH = 32
@@ -395,46 +395,6 @@ def matrices_layout(cfg: IndexTTS2Config) -> dict[str, Layout]:
 def dit_input_pos(block_size: int) -> torch.Tensor:
     """DiT `input_pos`: arange(block_size), int64 (block_size is hard-coded 16384 upstream)."""
     return torch.arange(block_size, dtype=I64)
-
-
-def timestep_freqs(frequency_embedding_size: int = TIMESTEP_FREQ_DIM, max_period: int = TIMESTEP_MAX_PERIOD):
-    """TimestepEmbedder `freqs`: exp(-ln(max_period) * arange(half) / half), float32 [half]."""
-    half = frequency_embedding_size // 2
-    return torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=F32) / half)
-
-
-def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> torch.Tensor:
-    """BigVGAN's `kaiser_sinc_filter1d` (alias_free_activation/torch/filter.py), float32 [1, 1, kernel_size].
-
-    Reconstructed from architecture §2.5, which states cutoff 0.25, half-width 0.3, 12 taps and
-    beta = 0.1102 (A - 8.7) with A = 2.285 * 5 * pi * 1.2 + 7.95. Assumptions (the standard Kaiser design
-    formulas those numbers come from, as in BigVGAN / alias-free GAN):
-    * delta_f = 4 * half_width and A = 2.285 * (kernel_size // 2 - 1) * pi * delta_f + 7.95 (= 51.03 here);
-      beta = 0.1102 (A - 8.7) if A > 50, 0.5842 (A - 21)^0.4 + 0.07886 (A - 21) if A >= 21, else 0;
-    * symmetric window `torch.kaiser_window(kernel_size, periodic=False, beta)`;
-    * even kernel: taps at t = arange(-k/2, k/2) + 0.5 (odd: arange(k) - k//2);
-    * h = 2 cutoff * window * sinc(2 cutoff t), sinc(x) = sin(pi x) / (pi x), then h /= sum(h).
-    Computed in float32 like upstream. For 12 taps the result is symmetric and its sum is 1.
-    """
-    half_size = kernel_size // 2
-    attenuation = 2.285 * (half_size - 1) * math.pi * (4 * half_width) + 7.95
-    if attenuation > 50.0:
-        beta = 0.1102 * (attenuation - 8.7)
-    elif attenuation >= 21.0:
-        beta = 0.5842 * (attenuation - 21) ** 0.4 + 0.07886 * (attenuation - 21.0)
-    else:
-        beta = 0.0
-    window = torch.kaiser_window(kernel_size, beta=beta, periodic=False)
-    if kernel_size % 2 == 0:
-        t = torch.arange(-half_size, half_size) + 0.5
-    else:
-        t = torch.arange(kernel_size) - half_size
-    if not 0 < cutoff <= 0.5:
-        raise ValueError(f"cutoff must be in (0, 0.5], got {cutoff}")
-    # torch.sinc is the normalised sin(pi x) / (pi x); upstream uses it whenever torch provides it
-    taps = 2 * cutoff * window * torch.sinc(2 * cutoff * t)
-    taps = taps / taps.sum()
-    return taps.to(F32).view(1, 1, kernel_size)
 
 
 def anti_alias_filter() -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .conditioning import EmotionMatrices, check_vector, merge, pick_rows, scale_vector, vector_emovec
-from .errors import InputError
+from .errors import BundleError, InputError
 from .gpt import CodeGenerator, GptTables
 from .manifest import Manifest, load_manifest
 from .prompt import PromptEncoder
@@ -24,6 +24,9 @@ from .sessions import Graph, providers_for
 from .speaker import Speaker
 
 _LOG = logging.getLogger(__name__)
+
+GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "semantic_encoder", "semantic_codec",
+          "campplus", "length_regulator", "latent_projector", "dit", "bigvgan")
 
 # Upstream passes the feature width (1024) as the Conformer length: frames past it would be masked.
 MAX_SEMANTIC_FRAMES = 1024
@@ -41,8 +44,12 @@ class IndexTTS2:
         self.bundle = Path(bundle)
         self.manifest: Manifest = load_manifest(self.bundle)
         providers = providers_for(device)
-        graphs = {name: Graph.open(self.bundle, name, entry, providers, threads)
-                  for name, entry in self.manifest.graphs.items()}
+        missing = [name for name in GRAPHS if name not in self.manifest.graphs]
+        if missing:
+            raise BundleError(f"{self.bundle}: the bundle has no {', '.join(missing)} graph",
+                              "re-export it with this version of indextts2-onnx")
+        graphs = {name: Graph.open(self.bundle, name, self.manifest.graphs[name], providers, threads)
+                  for name in GRAPHS}
         self._speaker_graph = graphs["gpt_speaker_conditioning"]
         self._emotion_graph = graphs["gpt_emotion_vector"]
         tables = self.manifest.tables

@@ -77,3 +77,9 @@ def test_info_check_verifies_checksums(bundle_copy, capsys):
     t.write_bytes(bytes(raw))
     assert main(["info", str(bundle_copy), "--check"]) == 1
     assert "speaker_matrix.npy" in capsys.readouterr().err
+
+
+def test_bundle_without_a_graph_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d["graphs"].pop("dit"))
+    with pytest.raises(BundleError, match="the bundle has no dit graph.*re-export"):
+        IndexTTS2(bundle_copy)
