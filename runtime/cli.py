@@ -1,6 +1,7 @@
 """`indextts2-onnx`: the command line. The only module that reads argv.
 
     indextts2-onnx export CKPT --out BUNDLE      official checkpoint folder -> bundle (needs [export])
+    indextts2-onnx verify CKPT BUNDLE            every graph of the bundle against torch (needs [export])
     indextts2-onnx info BUNDLE [--check]         what a bundle holds; --check verifies every sha256
 """
 
@@ -49,6 +50,48 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """Re-run every graph's parity check against the checkpoint's torch modules (for CI pipelines)."""
+    try:
+        bundle_mod = importlib.import_module("indextts2_onnx.export.bundle")
+        checkpoint = importlib.import_module("indextts2_onnx.export.checkpoint")
+        config = importlib.import_module("indextts2_onnx.export.config")
+        graphs = importlib.import_module("indextts2_onnx.export.graphs")
+        verify = importlib.import_module("indextts2_onnx.export.verify")
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.verbose:
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    bundle = Path(args.bundle)
+    manifest = load_manifest(bundle)
+    bad = verify_checksums(bundle, manifest)
+    if bad:
+        print(f"FAIL checksums: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    try:
+        cfg = config.load_config(Path(args.checkpoint) / "config.yaml")
+        models = bundle_mod.load_models(checkpoint.CheckpointPaths.of(args.checkpoint, cfg), cfg, lambda m: None)
+    except (config.ConfigError, checkpoint.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    failed = 0
+    for spec in graphs.all_graphs(cfg):
+        entry = manifest.graphs.get(spec.name)
+        if entry is None:
+            print(f"FAIL {spec.name}: not in the bundle")
+            failed += 1
+            continue
+        try:
+            parity = verify.check_parity(spec, models, bundle / entry.file)
+            print(f"ok   {spec.name}: max |onnx - torch| {parity.max_abs_diff:.2e} (atol {spec.atol})")
+        except verify.ParityError as e:
+            print(f"FAIL {e}")
+            failed += 1
+    print(f"{len(manifest.graphs) - failed} of {len(manifest.graphs)} graphs match the checkpoint")
+    return 1 if failed else 0
+
+
 def _info(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     m = load_manifest(bundle)
@@ -81,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in PATH_OPTIONS:
         e.add_argument(f"--{name}", default=None, metavar="PATH", help=f"{what}, if not in the checkpoint folder")
     e.set_defaults(run=_export)
+
+    v = sub.add_parser("verify", help="check every graph of a bundle against the checkpoint (needs [export])")
+    v.add_argument("checkpoint", help="checkpoint folder the bundle was exported from")
+    v.add_argument("bundle")
+    v.set_defaults(run=_verify)
 
     i = sub.add_parser("info", help="describe a bundle")
     i.add_argument("bundle")
