@@ -24,7 +24,8 @@ def test_wheel_installs_only_the_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"indextts2_onnx"}
-    for module in ("runtime/pipeline.py", "runtime/sampling.py", "export/modules/gpt.py", "export/bundle.py"):
+    for module in ("runtime/pipeline.py", "runtime/sampling.py", "runtime/presets/default.yaml",
+                   "export/modules/gpt.py", "export/bundle.py"):
         assert f"indextts2_onnx/{module}" in names
     assert not any(n.startswith("indextts2_onnx/tests") or "/tools/" in n for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
