@@ -22,6 +22,7 @@ from .s2mel import MelDecoder, target_frames
 from .sampling import SamplingOptions
 from .sessions import Graph, providers_for
 from .speaker import Speaker
+from .text import Tokenizer
 
 _LOG = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class IndexTTS2:
             np.load(self.bundle / tables["emotion_matrix"]), np.load(self.bundle / tables["speaker_matrix"]),
             self.manifest.emo_num,
         )
+        self._tokenizer = Tokenizer.load(self.bundle / tables["tokenizer"])
         self._graphs = graphs
         self.metrics: dict[str, float] = {}
 
@@ -135,6 +137,12 @@ class IndexTTS2:
         base = self._emovec_of(spk.semantic, "Speaker.semantic")
         emo = self._emovec_of(emotion_audio.emotion_semantic, "emotion_audio.emotion_semantic")
         return merge(base, emo, float(alpha)).astype(np.float32)
+
+    # --- text ------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, max_tokens_per_segment: int = 120) -> list[list[int]]:
+        """Normalise, tokenise and segment `text` as upstream does -> per-segment raw BPE id lists."""
+        return self._tokenizer.segments(text, max_tokens_per_segment=max_tokens_per_segment)
 
     # --- code generation -------------------------------------------------------------------------
 
