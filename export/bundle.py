@@ -24,6 +24,7 @@ from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntr
 from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
 from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
+from .filterbanks import slaney_mel_filterbank
 from .graphs import Models, all_graphs
 from .modules.bigvgan import load_bigvgan
 from .modules.campplus import load_campplus
@@ -137,6 +138,8 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
             graphs[spec.name] = GraphEntry(file=path.name, inputs=list(spec.inputs), outputs=list(spec.outputs),
                                            parity=parity.to_dict())
         _write_tables(models.gpt, tmp / "gpt_tables.npz")
+        mel = cfg.s2mel.mel  # fmax None (config "None") means sr / 2, as upstream
+        np.save(tmp / "mel_filterbank.npy", slaney_mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.fmin, mel.fmax))
         np.save(tmp / "emotion_matrix.npy", emo)
         np.save(tmp / "speaker_matrix.npy", spk)
         shutil.copyfile(paths.bpe, tmp / "bpe.model")
@@ -145,7 +148,8 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
             format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic_dims(models), emo_num=list(cfg.emo_num),
             graphs=graphs, files=files,
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
-                    "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model"},
+                    "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model",
+                    "mel_filterbank": "mel_filterbank.npy"},
             exporter=_versions(),
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")

@@ -1,6 +1,6 @@
 """Mel filter banks computed at export time and shipped in the bundle (numpy only, no librosa).
 
-The runtime's s2mel log-mel (runtime/frontend_audio.py `log_mel`) takes this bank as an input, as
+The runtime's s2mel log-mel (runtime/audio.py `log_mel`) takes this bank as an input, as
 whisper ships `mel_filters.npz`, so that librosa never runs at inference time.
 """
 

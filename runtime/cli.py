@@ -3,6 +3,7 @@
     indextts2-onnx export CKPT --out BUNDLE      official checkpoint folder -> bundle (needs [export])
     indextts2-onnx verify CKPT BUNDLE            every graph of the bundle against torch (needs [export])
     indextts2-onnx info BUNDLE [--check]         what a bundle holds; --check verifies every sha256
+    indextts2-onnx synth --bundle B --text T --speaker WAV --out OUT.wav   text to speech
 """
 
 from __future__ import annotations
@@ -92,6 +93,38 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _emotion_vector(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError as e:
+        raise IndexTTS2Error(f"--emotion-vector {text!r}: expected 8 comma-separated numbers") from e
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from .audio import write_wav
+    from .pipeline import IndexTTS2
+
+    if args.text_file:
+        try:
+            text = Path(args.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"error: --text-file {args.text_file}: cannot read it ({e})", file=sys.stderr)
+            return 1
+    else:
+        text = args.text
+    tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads)
+    sr, wav = tts.synthesize(text, args.speaker, emotion_audio=args.emotion_audio, emotion_alpha=args.emotion_alpha,
+                             emotion_vector=_emotion_vector(args.emotion_vector), seed=args.seed, steps=args.steps,
+                             greedy=args.greedy, preset=args.preset)
+    write_wav(args.out, wav, sr)
+    m = tts.metrics
+    print(f"wrote {args.out}: {wav.shape[0] / sr:.2f} s at {sr} Hz in {m['total_s']:.2f} s (RTF {m['rtf']:.2f}; "
+          f"GPT {m['ms_per_code']:.1f} ms/code) on {', '.join(tts.providers)}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     m = load_manifest(bundle)
@@ -129,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint", help="checkpoint folder the bundle was exported from")
     v.add_argument("bundle")
     v.set_defaults(run=_verify)
+
+    sy = sub.add_parser("synth", help="text to speech with a bundle (runtime only, no torch)")
+    sy.add_argument("--bundle", required=True)
+    src = sy.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text")
+    src.add_argument("--text-file", metavar="FILE", help="UTF-8 text file")
+    sy.add_argument("--speaker", required=True, metavar="AUDIO", help="voice prompt (wav, flac, ogg, mp3; <= 15 s used)")
+    sy.add_argument("--out", required=True, metavar="OUT.wav")
+    emo = sy.add_mutually_exclusive_group()
+    emo.add_argument("--emotion-audio", metavar="AUDIO", help="emotion prompt (default: the speaker prompt)")
+    emo.add_argument("--emotion-vector", metavar="V1,...,V8",
+                     help="happy,angry,sad,afraid,disgusted,melancholic,surprised,calm weights")
+    sy.add_argument("--emotion-alpha", type=float, default=1.0)
+    sy.add_argument("--seed", type=int, default=None)
+    sy.add_argument("--greedy", action="store_true", help="greedy code generation instead of beam sampling")
+    sy.add_argument("--steps", type=int, default=None, help="flow-matching steps (preset default: 25)")
+    sy.add_argument("--preset", default="default", help="default (upstream), fast or high_quality")
+    sy.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    sy.add_argument("--threads", type=int, default=None)
+    sy.set_defaults(run=_synth)
 
     i = sub.add_parser("info", help="describe a bundle")
     i.add_argument("bundle")

@@ -2,7 +2,8 @@
 
     front end -> conditioning (speaker latent, emotion vector) -> code generation -> mel -> vocoder
 
-This module only orchestrates; the work lives in `conditioning`, `gpt`, `sampling` and `sessions`.
+This module only orchestrates; the work lives in `audio`, `text`, `prompt`, `conditioning`, `gpt`,
+`sampling`, `s2mel` and `sessions`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Iterator, Union
 
 import numpy as np
 
+from .audio import emotion_waveform, kaldi_fbank, load_audio, log_mel, seamless_features, speaker_waveforms
 from .conditioning import EmotionMatrices, check_vector, merge, pick_rows, scale_vector, vector_emovec
-from .errors import BundleError, InputError
+from .errors import BundleError, GenerationError, InputError
 from .gpt import CodeGenerator, GptTables
 from .manifest import Manifest, load_manifest
+from .presets import load_preset
 from .prompt import PromptEncoder
 from .s2mel import MelDecoder, target_frames
 from .sampling import SamplingOptions
@@ -31,6 +35,9 @@ GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "sema
 
 # Upstream passes the feature width (1024) as the Conformer length: frames past it would be masked.
 MAX_SEMANTIC_FRAMES = 1024
+SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
+
+AudioSource = Union[str, Path, tuple]  # a file soundfile reads, or (samples, sample_rate)
 
 
 class IndexTTS2:
@@ -65,6 +72,7 @@ class IndexTTS2:
             self.manifest.emo_num,
         )
         self._tokenizer = Tokenizer.load(self.bundle / tables["tokenizer"])
+        self._mel_filterbank = np.load(self.bundle / tables["mel_filterbank"])
         self._graphs = graphs
         self.metrics: dict[str, float] = {}
 
@@ -77,6 +85,20 @@ class IndexTTS2:
         return seen
 
     # --- voice prompt ----------------------------------------------------------------------------
+
+    def prepare_speaker(self, audio: AudioSource | Speaker) -> Speaker:
+        """A voice prompt (file path or (samples, sample_rate)) -> Speaker, as upstream prepares it.
+
+        Speaker path: soxr HQ to 22.05 kHz (cut to 15 s) -> log-mel; torchaudio's sinc resampler to 16 kHz
+        -> SeamlessM4T features and Kaldi fbank. Emotion path: soxr HQ straight to 16 kHz (cut to 15 s)."""
+        if isinstance(audio, Speaker):
+            return audio
+        wav, sr = load_audio(audio)
+        audio_22k, audio_16k = speaker_waveforms(wav, sr)
+        features, mask = seamless_features(audio_16k)
+        emo_features, emo_mask = seamless_features(emotion_waveform(wav, sr))
+        return self.speaker_from_features(features, mask, emo_features, emo_mask, kaldi_fbank(audio_16k),
+                                          log_mel(audio_22k, self._mel_filterbank))
 
     def speaker_from_features(self, features: np.ndarray, mask: np.ndarray, emotion_features: np.ndarray,
                               emotion_mask: np.ndarray, fbank: np.ndarray, ref_mel: np.ndarray) -> Speaker:
@@ -105,6 +127,14 @@ class IndexTTS2:
             )
         return features
 
+    def _emotion_semantic(self, emotion_audio: AudioSource | Speaker) -> np.ndarray:
+        """Emotion-path semantic features of an emotion prompt (a Speaker already holds them)."""
+        if isinstance(emotion_audio, Speaker):
+            return emotion_audio.emotion_semantic
+        wav, sr = load_audio(emotion_audio)
+        features, mask = seamless_features(emotion_waveform(wav, sr))
+        return self._prompt.semantic(features, mask, "emotion_audio")
+
     def _emovec_of(self, features: np.ndarray, name: str) -> np.ndarray:
         return self._emotion_graph.run({"semantic": self._semantic(features, name)})[0]
 
@@ -112,7 +142,7 @@ class IndexTTS2:
                        random_rows: bool = False, seed: int | None = None) -> np.ndarray:
         """The emotion vector (1, d) the GPT is conditioned on, mixed as upstream `infer` does.
 
-        emotion_audio: a Speaker prepared from the emotion prompt (audio paths arrive with the front end)
+        emotion_audio: the emotion prompt: an audio file, (samples, sample_rate), or a Speaker
         alpha        : weight of the emotion prompt (or scale of `vector`)
         vector       : 8 weights (happy, angry, sad, afraid, disgusted, melancholic, surprised, calm);
                        when given, emotion_audio is ignored, as upstream does
@@ -129,13 +159,8 @@ class IndexTTS2:
             return vector_emovec(w, rows, self._matrices, own)
         if emotion_audio is None:  # the speaker is its own emotion prompt, alpha forced to 1
             return self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")
-        if not isinstance(emotion_audio, Speaker):
-            raise InputError(
-                "emotion_audio: only a Speaker is accepted by this version",
-                "prepare the emotion prompt as a Speaker; audio files need the front end (a later release)",
-            )
         base = self._emovec_of(spk.semantic, "Speaker.semantic")
-        emo = self._emovec_of(emotion_audio.emotion_semantic, "emotion_audio.emotion_semantic")
+        emo = self._emovec_of(self._emotion_semantic(emotion_audio), "emotion_audio")
         return merge(base, emo, float(alpha)).astype(np.float32)
 
     # --- text ------------------------------------------------------------------------------------
@@ -247,3 +272,61 @@ class IndexTTS2:
         wav = self._vocoder.run({"mel": mel})[0][0]
         self.metrics["vocoder_s"] = time.perf_counter() - t0
         return wav
+
+    # --- text to speech --------------------------------------------------------------------------
+
+    def stream(self, text: str, speaker: AudioSource | Speaker, emotion_audio: AudioSource | Speaker | None = None,
+               emotion_alpha: float = 1.0, emotion_vector=None, seed: int | None = None, steps: int | None = None,
+               cfg_rate: float | None = None, greedy: bool = False, num_beams: int | None = None,
+               top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
+               repetition_penalty: float | None = None, max_codes: int | None = None,
+               max_tokens_per_segment: int = 120, preset: str = "default") -> Iterator[tuple[int, np.ndarray]]:
+        """Speak `text` in the voice of `speaker`, one (sample_rate, float32 waveform) chunk per text segment.
+
+        Arguments left as None take the preset's value (default = upstream infer()); `seed` makes the whole
+        call reproducible."""
+        p = load_preset(preset).override(steps=steps, cfg_rate=cfg_rate, num_beams=num_beams, top_k=top_k,
+                                         top_p=top_p, temperature=temperature,
+                                         repetition_penalty=repetition_penalty, max_codes=max_codes)
+        segments = self.tokenize(text, max_tokens_per_segment)  # bad text fails before any audio work
+        t0 = time.perf_counter()
+        spk = self.prepare_speaker(speaker)
+        emovec = self.emotion_vector(spk, emotion_audio, emotion_alpha, emotion_vector, seed=seed)
+        totals = {"prompt_s": time.perf_counter() - t0}
+        seeds = np.random.default_rng(seed).integers(0, 2**31, size=(len(segments), 2))
+        sr = self.manifest.acoustic.sample_rate
+        for ids, (s_codes, s_noise) in zip(segments, seeds):
+            codes, latent = self.generate_codes(ids, spk, emovec, greedy, p.num_beams, p.top_k, p.top_p,
+                                                p.temperature, p.repetition_penalty, p.max_codes, int(s_codes))
+            step = dict(self.metrics)
+            if codes.shape[0] == 0:
+                raise GenerationError("the GPT stopped before producing any code for a segment",
+                                      "try another seed or rephrase the text")
+            wav = self.vocode(self.decode_mel(codes, latent, spk, p.steps, p.cfg_rate, seed=int(s_noise)))
+            step.update(self.metrics)
+            for k, v in step.items():
+                totals[k] = totals.get(k, 0.0) + v
+            totals["audio_s"] = totals.get("audio_s", 0.0) + wav.shape[0] / sr
+            totals["total_s"] = time.perf_counter() - t0
+            totals["rtf"] = totals["total_s"] / totals["audio_s"]
+            totals["ms_per_code"] = 1000 * totals["decode_s"] / max(totals["codes"], 1.0)
+            self.metrics = dict(totals)
+            yield sr, wav
+
+    def synthesize(self, text: str, speaker: AudioSource | Speaker, emotion_audio: AudioSource | Speaker | None = None,
+                   emotion_alpha: float = 1.0, emotion_vector=None, seed: int | None = None,
+                   steps: int | None = None, cfg_rate: float | None = None, greedy: bool = False,
+                   num_beams: int | None = None, top_k: int | None = None, top_p: float | None = None,
+                   temperature: float | None = None, repetition_penalty: float | None = None,
+                   max_codes: int | None = None, max_tokens_per_segment: int = 120,
+                   preset: str = "default") -> tuple[int, np.ndarray]:
+        """The whole text as one float32 waveform in [-1, 1]: segments joined with 200 ms of silence."""
+        chunks = list(self.stream(text, speaker, emotion_audio, emotion_alpha, emotion_vector, seed, steps, cfg_rate,
+                                  greedy, num_beams, top_k, top_p, temperature, repetition_penalty, max_codes,
+                                  max_tokens_per_segment, preset))
+        sr = self.manifest.acoustic.sample_rate
+        gap = np.zeros(int(sr * SEGMENT_GAP_S), dtype=np.float32)
+        parts = [chunks[0][1]]
+        for _, wav in chunks[1:]:
+            parts += [gap, wav]
+        return sr, np.concatenate(parts)

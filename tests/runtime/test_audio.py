@@ -1,4 +1,4 @@
-"""Parity tests for the torch-free audio front end (runtime/frontend_audio.py, export/filterbanks.py).
+"""Parity tests for the torch-free audio front end (runtime/audio.py, export/filterbanks.py).
 
 References: small torch implementations of the documented upstream algorithms written here (torchaudio
 has no build for our torch: its `Resample` sinc kernel, `compliance.kaldi.fbank`, and the s2mel
@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from indextts2_onnx.runtime import InputError
-from indextts2_onnx.runtime import frontend_audio as fa
+from indextts2_onnx.runtime import audio as fa
 
 soxr = pytest.importorskip("soxr")
 
@@ -296,7 +296,7 @@ def test_front_end_runs_without_torch(tmp_path):
                     raise ImportError("front end imported " + name)
         sys.meta_path.insert(0, NoTorch())
         import numpy as np
-        from indextts2_onnx.runtime import frontend_audio as fa
+        from indextts2_onnx.runtime import audio as fa
         audio, sr = fa.load_audio({str(wav)!r})
         a22, a16 = fa.speaker_waveforms(audio, sr)
         feats, mask = fa.seamless_features(a16)

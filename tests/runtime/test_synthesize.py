@@ -1,0 +1,96 @@
+"""Text to speech through the whole runtime: prepare_speaker, stream, synthesize and the synth command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from indextts2_onnx.runtime import IndexTTS2, InputError
+from indextts2_onnx.runtime.audio import (emotion_waveform, kaldi_fbank, log_mel, seamless_features,
+                                          speaker_waveforms)
+from indextts2_onnx.runtime.cli import main
+
+TEXT = "HELLO THERE, MY FRIEND. THIS IS A SMALL TEST OF THE WHOLE PIPELINE, WITH SEVERAL SEGMENTS."
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_bundle):
+    return IndexTTS2(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def voice(tmp_path_factory):
+    """A 3 s stereo 44.1 kHz voice-like prompt (harmonics under an envelope, a little noise)."""
+    sr, n = 44100, 44100 * 3
+    t = np.arange(n) / sr
+    f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    x = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / sr) / k for k in range(1, 8)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    x = 0.2 * x + 0.01 * np.random.default_rng(0).standard_normal(n)
+    path = tmp_path_factory.mktemp("voice") / "voice.wav"
+    sf.write(path, np.stack([x, 0.8 * x], axis=1).astype(np.float32), sr)
+    return path
+
+
+def test_prepare_speaker_runs_the_front_end_then_the_encoders(tts, voice):
+    spk = tts.prepare_speaker(voice)
+    data, sr = sf.read(voice, dtype="float32")
+    mono = data.mean(axis=1)  # librosa-style mixdown
+    a22, a16 = speaker_waveforms(mono, sr)
+    feats, mask = seamless_features(a16)
+    emo, emo_mask = seamless_features(emotion_waveform(mono, sr))
+    filterbank = np.load(tts.bundle / "mel_filterbank.npy")
+    want = tts.speaker_from_features(feats, mask, emo, emo_mask, kaldi_fbank(a16), log_mel(a22, filterbank))
+    for name in ("semantic", "emotion_semantic", "style", "ref_mel", "prompt_condition"):
+        np.testing.assert_array_equal(getattr(spk, name), getattr(want, name))
+    # upstream's shapes for a 3 s prompt (architecture §5): 149 semantic frames, 258 mel frames
+    assert spk.semantic.shape[1] == 149 and spk.ref_mel.shape[2] == 258
+    assert tts.prepare_speaker((mono, sr)).semantic.shape == spk.semantic.shape
+
+
+def test_stream_yields_one_chunk_per_segment_and_synthesize_joins_them(tts, voice):
+    segments = tts.tokenize(TEXT, max_tokens_per_segment=20)
+    assert len(segments) >= 2
+    chunks = list(tts.stream(TEXT, voice, seed=3, steps=3, max_tokens_per_segment=20))
+    assert len(chunks) == len(segments)
+    assert all(sr == 22050 and w.dtype == np.float32 and w.ndim == 1 for sr, w in chunks)
+    sr, wav = tts.synthesize(TEXT, voice, seed=3, steps=3, max_tokens_per_segment=20)
+    gap = np.zeros(4410, np.float32)  # 200 ms at 22050 Hz, as upstream
+    want = np.concatenate([chunks[0][1]] + [p for _, w in chunks[1:] for p in (gap, w)])
+    np.testing.assert_array_equal(wav, want)  # seeded: the same call gives the same audio
+    assert tts.metrics["rtf"] > 0 and tts.metrics["audio_s"] == pytest.approx(sum(w.size for _, w in chunks) / sr)
+    assert np.abs(wav).max() <= 1.0
+
+
+def test_emotion_prompt_from_a_file_changes_the_result(tts, voice, tmp_path):
+    other = tmp_path / "other.flac"
+    sf.write(other, 0.1 * np.random.default_rng(1).standard_normal(16000 * 2), 16000)
+    spk = tts.prepare_speaker(voice)
+    a = tts.emotion_vector(spk, emotion_audio=other, alpha=0.8)
+    b = tts.emotion_vector(spk, emotion_audio=tts.prepare_speaker(other), alpha=0.8)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # a file and a prepared Speaker give the same vector
+    assert not np.allclose(a, tts.emotion_vector(spk))
+
+
+def test_synth_command_writes_a_wav_and_fails_cleanly(tts, voice, tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    assert main(["synth", "--bundle", str(tts.bundle), "--text", TEXT, "--speaker", str(voice), "--out", str(out),
+                 "--seed", "0", "--steps", "3", "--emotion-vector", "0,0,0,0,0,0,0,0.5"]) == 0
+    info = sf.info(out)
+    assert info.samplerate == 22050 and info.subtype == "PCM_16" and info.frames > 0
+    assert "RTF" in capsys.readouterr().out
+    bad = tmp_path / "bad.wav"
+    assert main(["synth", "--bundle", str(tts.bundle), "--text", "   ", "--speaker", str(voice), "--out", str(bad)]) == 1
+    assert "text is empty" in capsys.readouterr().err
+    assert main(["synth", "--bundle", str(tts.bundle), "--text", "HI", "--speaker", str(tmp_path / "nope.wav"),
+                 "--out", str(bad)]) == 1
+    assert "audio file not found" in capsys.readouterr().err
+    assert main(["synth", "--bundle", str(tts.bundle), "--text", "HI", "--speaker", str(voice), "--out", str(bad),
+                 "--emotion-vector", "1,2"]) == 1
+    assert "emotion vector" in capsys.readouterr().err
+    assert not bad.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_bad_preset_is_refused(tts, voice):
+    with pytest.raises(InputError, match="preset 'turbo'"):
+        tts.synthesize("HI", voice, preset="turbo")
