@@ -313,9 +313,13 @@ def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
     wav = np.asarray(wav)
     if wav.ndim != 1 or wav.size == 0:
         raise InputError(f"{path}: expected a non-empty 1-D waveform, got shape {wav.shape}")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist", "create it or choose another --out")
     tmp = path.with_name(path.name + ".part")
     try:
         sf.write(tmp, to_int16(wav), sample_rate, subtype="PCM_16", format="WAV")
         tmp.replace(path)
+    except (OSError, sf.LibsndfileError) as e:
+        raise InputError(f"{path}: cannot write the WAV file ({e})") from e
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tiny demo from scratch: set up .venv, write a random-weight checkpoint in the official layout,
-# export it to onnx_models/demo, and run the torch-free pipeline into demo.wav.
+# export it to onnx_models/demo, and speak a sentence with the torch-free runtime into demo.wav.
 # Random weights produce meaningless codes: this shows the pipeline works, not what it sounds like.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -27,6 +27,6 @@ def test_write_wav_round_trip(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="non-empty 1-D waveform"):
         write_wav(tmp_path / "b.wav", np.zeros((2, 3)), 22050)
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="missing_dir does not exist"):
         write_wav(tmp_path / "missing_dir" / "c.wav", np.zeros(10), 22050)
     assert list(tmp_path.iterdir()) == []
