@@ -299,6 +299,19 @@ def log_mel(audio_22k: np.ndarray, filterbank: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(mel, MEL_LOG_FLOOR)).astype(np.float32)[None]   # (1, 80, T)
 
 
+# ---- checks ----
+
+SILENCE_PEAK = 1e-4  # about -80 dBFS: a prompt this quiet carries no voice to clone
+
+
+def require_voice(audio: np.ndarray, name: str) -> np.ndarray:
+    """Refuse a silent prompt: upstream would clone silence into garbage without a word of warning."""
+    if audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        raise InputError(f"{name}: the audio is silent (peak below {SILENCE_PEAK:g})",
+                         "use a recording of a voice")
+    return audio
+
+
 # ---- output ----
 
 

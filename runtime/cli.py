@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .errors import IndexTTS2Error
 from .manifest import load_manifest, verify_checksums
 
@@ -104,7 +106,7 @@ def _emotion_vector(text: str | None) -> list[float] | None:
 
 def _synth(args: argparse.Namespace) -> int:
     from .audio import write_wav
-    from .pipeline import IndexTTS2
+    from .pipeline import SEGMENT_GAP_S, IndexTTS2
 
     if args.text_file:
         try:
@@ -115,9 +117,15 @@ def _synth(args: argparse.Namespace) -> int:
     else:
         text = args.text
     tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads)
-    sr, wav = tts.synthesize(text, args.speaker, emotion_audio=args.emotion_audio, emotion_alpha=args.emotion_alpha,
-                             emotion_vector=_emotion_vector(args.emotion_vector), seed=args.seed, steps=args.steps,
-                             greedy=args.greedy, preset=args.preset)
+    segments = len(tts.tokenize(text))
+    chunks = []
+    for i, (sr, chunk) in enumerate(tts.stream(text, args.speaker, emotion_audio=args.emotion_audio,
+                                               emotion_alpha=args.emotion_alpha,
+                                               emotion_vector=_emotion_vector(args.emotion_vector), seed=args.seed,
+                                               steps=args.steps, greedy=args.greedy, preset=args.preset), 1):
+        print(f"segment {i}/{segments}: {chunk.shape[0] / sr:.2f} s", flush=True)
+        chunks += [np.zeros(int(sr * SEGMENT_GAP_S), np.float32), chunk] if chunks else [chunk]
+    wav = np.concatenate(chunks)
     write_wav(args.out, wav, sr)
     m = tts.metrics
     print(f"wrote {args.out}: {wav.shape[0] / sr:.2f} s at {sr} Hz in {m['total_s']:.2f} s (RTF {m['rtf']:.2f}; "
@@ -181,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--preset", default="default", help="default (upstream), fast or high_quality")
     sy.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     sy.add_argument("--threads", type=int, default=None)
+    sy.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
     sy.set_defaults(run=_synth)
 
     i = sub.add_parser("info", help="describe a bundle")

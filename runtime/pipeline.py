@@ -15,7 +15,8 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from .audio import emotion_waveform, kaldi_fbank, load_audio, log_mel, seamless_features, speaker_waveforms
+from .audio import (emotion_waveform, kaldi_fbank, load_audio, log_mel, require_voice, seamless_features,
+                    speaker_waveforms)
 from .conditioning import EmotionMatrices, check_vector, merge, pick_rows, scale_vector, vector_emovec
 from .errors import BundleError, GenerationError, InputError
 from .gpt import CodeGenerator, GptTables
@@ -56,6 +57,11 @@ class IndexTTS2:
         if missing:
             raise BundleError(f"{self.bundle}: the bundle has no {', '.join(missing)} graph",
                               "re-export it with this version of indextts2-onnx")
+        for name in GRAPHS:
+            target = self.manifest.graphs[name].device
+            if target not in ("any", device):
+                _LOG.warning("%s was exported for %s (%s); it runs on %s but slower, or less precisely",
+                             name, target, self.manifest.graphs[name].precision, device)
         graphs = {name: Graph.open(self.bundle, name, self.manifest.graphs[name], providers, threads)
                   for name in GRAPHS}
         self._speaker_graph = graphs["gpt_speaker_conditioning"]
@@ -94,6 +100,7 @@ class IndexTTS2:
         if isinstance(audio, Speaker):
             return audio
         wav, sr = load_audio(audio)
+        require_voice(wav, "speaker audio")
         audio_22k, audio_16k = speaker_waveforms(wav, sr)
         features, mask = seamless_features(audio_16k)
         emo_features, emo_mask = seamless_features(emotion_waveform(wav, sr))
@@ -132,7 +139,7 @@ class IndexTTS2:
         if isinstance(emotion_audio, Speaker):
             return emotion_audio.emotion_semantic
         wav, sr = load_audio(emotion_audio)
-        features, mask = seamless_features(emotion_waveform(wav, sr))
+        features, mask = seamless_features(emotion_waveform(require_voice(wav, "emotion audio"), sr))
         return self._prompt.semantic(features, mask, "emotion_audio")
 
     def _emovec_of(self, features: np.ndarray, name: str) -> np.ndarray:

@@ -83,3 +83,10 @@ def test_bundle_without_a_graph_is_refused(bundle_copy):
     _edit_manifest(bundle_copy, lambda d: d["graphs"].pop("dit"))
     with pytest.raises(BundleError, match="the bundle has no dit graph.*re-export"):
         IndexTTS2(bundle_copy)
+
+
+def test_cuda_graph_on_cpu_loads_with_a_warning(bundle_copy, caplog):
+    _edit_manifest(bundle_copy, lambda d: d["graphs"]["dit"].update(device="cuda", precision="fp16"))
+    with caplog.at_level("WARNING"):
+        IndexTTS2(bundle_copy, device="cpu")
+    assert "dit was exported for cuda (fp16); it runs on cpu" in caplog.text
