@@ -116,7 +116,7 @@ def _synth(args: argparse.Namespace) -> int:
             return 1
     else:
         text = args.text
-    tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads)
+    tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars)
     segments = len(tts.tokenize(text))
     chunks = []
     for i, (sr, chunk) in enumerate(tts.stream(text, args.speaker, emotion_audio=args.emotion_audio,
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--preset", default="default", help="default (upstream), fast or high_quality")
     sy.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     sy.add_argument("--threads", type=int, default=None)
+    sy.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (default 5000)")
     sy.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
     sy.set_defaults(run=_synth)
 

@@ -27,7 +27,7 @@ from .s2mel import MelDecoder, target_frames
 from .sampling import SamplingOptions
 from .sessions import Graph, providers_for
 from .speaker import Speaker
-from .text import Tokenizer
+from .text import DEFAULT_MAX_CHARS, Tokenizer
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ class IndexTTS2:
     bundle : folder written by `indextts2-onnx export`
     device : "cpu" or "cuda" (needs onnxruntime-gpu); `providers` lists what ONNX Runtime uses
     threads: intra-op threads per session (None: ONNX Runtime's default, the physical cores)
+    max_text_chars: longest text accepted by tokenize / synthesize (longer texts are refused, not cut)
     """
 
-    def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
+                 max_text_chars: int = DEFAULT_MAX_CHARS):
         self.bundle = Path(bundle)
         self.manifest: Manifest = load_manifest(self.bundle)
         providers = providers_for(device)
@@ -77,7 +79,7 @@ class IndexTTS2:
             np.load(self.bundle / tables["emotion_matrix"]), np.load(self.bundle / tables["speaker_matrix"]),
             self.manifest.emo_num,
         )
-        self._tokenizer = Tokenizer.load(self.bundle / tables["tokenizer"])
+        self._tokenizer = Tokenizer.load(self.bundle / tables["tokenizer"], max_chars=max_text_chars)
         self._mel_filterbank = np.load(self.bundle / tables["mel_filterbank"])
         self._graphs = graphs
         self.metrics: dict[str, float] = {}

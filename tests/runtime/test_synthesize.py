@@ -103,3 +103,10 @@ def test_silent_prompt_is_refused(tts, tmp_path):
         tts.prepare_speaker(silent)
     with pytest.raises(InputError, match="emotion audio: the audio is silent"):
         tts.emotion_vector(tts.prepare_speaker((np.sin(np.arange(22050) * 0.05), 22050)), emotion_audio=silent)
+
+
+def test_text_size_limit_is_configurable(tiny_bundle, voice):
+    small = IndexTTS2(tiny_bundle, max_text_chars=20)
+    with pytest.raises(InputError, match="20"):
+        small.synthesize("HELLO THERE, THIS TEXT IS LONGER THAN TWENTY CHARACTERS.", voice)
+    assert small.tokenize("HELLO THERE.")  # within the limit
