@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,13 +31,16 @@ PATH_OPTIONS = (
 )
 
 
+def _export_side() -> SimpleNamespace:
+    """The export package's modules. They need torch, so only the commands that use them import them
+    (the runtime itself never does)."""
+    names = ("bundle", "checkpoint", "config", "graphs", "verify")
+    return SimpleNamespace(**{n: importlib.import_module(f"indextts2_onnx.export.{n}") for n in names})
+
+
 def _export(args: argparse.Namespace) -> int:
-    # The export side needs torch; import it only for this command (the runtime never imports it).
     try:
-        bundle = importlib.import_module("indextts2_onnx.export.bundle")
-        checkpoint = importlib.import_module("indextts2_onnx.export.checkpoint")
-        config = importlib.import_module("indextts2_onnx.export.config")
-        verify = importlib.import_module("indextts2_onnx.export.verify")
+        ex = _export_side()
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -44,10 +48,10 @@ def _export(args: argparse.Namespace) -> int:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _ in PATH_OPTIONS}
     try:
-        cfg = config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
-        paths = checkpoint.CheckpointPaths.of(args.checkpoint, cfg, **overrides)
-        bundle.export_bundle(paths, Path(args.out), force=args.force, progress=lambda m: print(m, flush=True))
-    except (config.ConfigError, checkpoint.CheckpointError, verify.ParityError, FileExistsError) as e:
+        cfg = ex.config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
+        paths = ex.checkpoint.CheckpointPaths.of(args.checkpoint, cfg, **overrides)
+        ex.bundle.export_bundle(paths, Path(args.out), force=args.force, progress=lambda m: print(m, flush=True))
+    except (ex.config.ConfigError, ex.checkpoint.CheckpointError, ex.verify.ParityError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -56,11 +60,7 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     """Re-run every graph's parity check against the checkpoint's torch modules (for CI pipelines)."""
     try:
-        bundle_mod = importlib.import_module("indextts2_onnx.export.bundle")
-        checkpoint = importlib.import_module("indextts2_onnx.export.checkpoint")
-        config = importlib.import_module("indextts2_onnx.export.config")
-        graphs = importlib.import_module("indextts2_onnx.export.graphs")
-        verify = importlib.import_module("indextts2_onnx.export.verify")
+        ex = _export_side()
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -73,22 +73,22 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAIL checksums: {', '.join(bad)}", file=sys.stderr)
         return 1
     try:
-        cfg = config.load_config(Path(args.checkpoint) / "config.yaml")
-        models = bundle_mod.load_models(checkpoint.CheckpointPaths.of(args.checkpoint, cfg), cfg, lambda m: None)
-    except (config.ConfigError, checkpoint.CheckpointError) as e:
+        cfg = ex.config.load_config(Path(args.checkpoint) / "config.yaml")
+        models = ex.bundle.load_models(ex.checkpoint.CheckpointPaths.of(args.checkpoint, cfg), cfg, lambda m: None)
+    except (ex.config.ConfigError, ex.checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     failed = 0
-    for spec in graphs.all_graphs(cfg):
+    for spec in ex.graphs.all_graphs(cfg):
         entry = manifest.graphs.get(spec.name)
         if entry is None:
             print(f"FAIL {spec.name}: not in the bundle")
             failed += 1
             continue
         try:
-            parity = verify.check_parity(spec, models, bundle / entry.file)
+            parity = ex.verify.check_parity(spec, models, bundle / entry.file)
             print(f"ok   {spec.name}: max |onnx - torch| {parity.max_abs_diff:.2e} (atol {spec.atol})")
-        except verify.ParityError as e:
+        except ex.verify.ParityError as e:
             print(f"FAIL {e}")
             failed += 1
     print(f"{len(manifest.graphs) - failed} of {len(manifest.graphs)} graphs match the checkpoint")
