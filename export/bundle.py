@@ -151,6 +151,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                     "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model",
                     "mel_filterbank": "mel_filterbank.npy"},
             exporter=_versions(),
+            config=cfg.raw,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
         _replace_dir(tmp, out)

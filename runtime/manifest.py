@@ -79,8 +79,9 @@ class Manifest:
     emo_num: list[int]  # rows per emotion group of the emotion / speaker matrices
     graphs: dict[str, GraphEntry]
     files: dict[str, FileEntry]  # every file of the bundle but the manifest, by relative path
-    tables: dict[str, str]  # role -> file: gpt embedding tables, emotion matrices, tokenizer
+    tables: dict[str, str]  # role -> file: gpt embedding tables, emotion matrices, tokenizer, mel filterbank
     exporter: dict[str, Any] = field(default_factory=dict)  # versions of the tools that wrote it
+    config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.yaml, for reference
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +99,7 @@ class Manifest:
             files={k: _build(FileEntry, v, f"{where}: files.{k}") for k, v in d["files"].items()},
             tables={str(k): str(v) for k, v in d["tables"].items()},
             exporter=dict(d.get("exporter", {})),
+            config=dict(d.get("config", {})),
         )
 
 
