@@ -213,12 +213,8 @@ class IndexTTS2:
         if emovec.shape != (1, d.model_dim):
             raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
                              "use IndexTTS2.emotion_vector")
-        try:
-            options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k,
-                                      top_p=top_p, temperature=temperature,
-                                      repetition_penalty=repetition_penalty)
-        except ValueError as e:
-            raise InputError(str(e)) from e
+        options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k, top_p=top_p,
+                                  temperature=temperature, repetition_penalty=repetition_penalty)  # InputError
         t0 = time.perf_counter()
         spk_latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
         prefix = self._codes.prefix(spk_latent, emovec)
