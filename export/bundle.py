@@ -1,16 +1,14 @@
 """Build a runtime bundle from an official checkpoint folder: every graph, the tables, the manifest.
 
-The bundle is written into a temporary sibling folder and renamed into place only when every graph
-passed its parity check, so a failed export never leaves a half-written bundle behind.
+The bundle is written into a temporary sibling folder (`staging.staged_folder`) and swapped into place
+only when every graph passed its parity check, so a failed export never leaves a half-written bundle.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +22,7 @@ from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntr
 from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
 from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
+from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
 from .graphs import Models, all_graphs
 from .modules.bigvgan import load_bigvgan
@@ -113,19 +112,13 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                   progress: Progress = lambda msg: None) -> Manifest:
     """Export every component of the checkpoint at `paths` to the bundle folder `out`."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out}: exists and is not empty; pass --force to replace it")
+    check_out(out, force)
     cfg = load_config(paths.config)
     models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
     if not paths.bpe.is_file():
         raise CheckpointError(f"{paths.bpe}: file not found; the tokenizer is part of the checkpoint")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; a bundle should look like any other folder
-    try:
+    with staged_folder(out, force) as tmp:
         graphs = {}
         for spec in all_graphs(cfg):
             t0 = time.perf_counter()
@@ -154,20 +147,5 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
             config=cfg.raw,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     progress(f"wrote {out}")
     return manifest
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`, replacing an old bundle only once the new one is complete."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{int(time.time())}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-

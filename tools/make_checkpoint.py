@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from safetensors.torch import save_file
 from indextts2_onnx.export import checkpoint_layout as layouts
 from indextts2_onnx.export.config import IndexTTS2Config, load_bigvgan_config, load_config, load_w2v_config
 from indextts2_onnx.export.random_weights import random_state_dict, randomize_module_
+from indextts2_onnx.export.staging import check_out, staged_folder
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_NAMES = ("tiny", "official")
@@ -44,10 +44,6 @@ W2V_DIR = "hf_cache/w2v-bert-2.0"
 CODEC_FILE = "hf_cache/semantic_codec_model.safetensors"
 CAMPPLUS_FILE = "hf_cache/campplus_cn_common.bin"
 BIGVGAN_DIR = "hf_cache/bigvgan"
-
-
-class OutputExistsError(FileExistsError):
-    """--out already holds something and --force was not given."""
 
 
 # --- one writer per file format --------------------------------------------------------------------
@@ -222,44 +218,12 @@ def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str,
     write(rel, lambda p: _save_torch(p, _nest(state(rel, *vocoder), depth=1)))  # {"generator": {...}}
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a directory; choose another --out")
-    if any(out.iterdir()) and not force:
-        raise OutputExistsError(f"{out} exists and is not empty; pass --force to replace it")
-
-
 def make_checkpoint(config_dir: Path, out: Path, seed: int, force: bool = False,
                     report: Callable[[str, int, float], None] | None = None) -> None:
     """Write the random checkpoint for `config_dir` (holding config.yaml, w2v_config.json,
     bigvgan_config.json) into `out` atomically. `report(rel_path, n_bytes, seconds)` is called per file."""
-    out = Path(out)
-    _check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the folder should look like any other
-    try:
+    with staged_folder(Path(out), force) as tmp:
         _write_files(tmp, Path(config_dir), seed, report or (lambda *a: None))
-        _check_out(out, force)  # again: something may have appeared meanwhile
-        if out.exists():  # empty, or --force: swap the old folder out, the new one in
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            try:
-                os.replace(tmp, out)
-            except OSError:
-                os.replace(old / out.name, out)  # put the previous folder back
-                raise
-            finally:
-                shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        _check_out(args.out, args.force)
+        check_out(args.out, args.force)
         print(f"writing {args.config} checkpoint (seed {args.seed}) to {args.out}")
         make_checkpoint(REPO / "configs" / args.config, args.out, args.seed, args.force, report)
-    except OutputExistsError as e:
+    except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())

@@ -21,3 +21,12 @@ def test_verify_fails_on_other_weights(tiny_bundle, tmp_path, capsys):
     assert main(["verify", str(other), str(tiny_bundle)]) == 1
     out = capsys.readouterr().out
     assert "FAIL gpt_decoder" in out and "0 of 10 graphs match" in out
+
+
+def test_export_refuses_a_non_empty_out_and_leaves_it_alone(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["export", str(tiny_checkpoint), "--out", str(out)]) == 1
+    assert "not empty; pass --force" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"] and (out / "keep.txt").read_text() == "mine"
