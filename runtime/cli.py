@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
 from .errors import IndexTTS2Error
 from .manifest import load_manifest, verify_checksums
 
@@ -31,21 +29,24 @@ PATH_OPTIONS = (
 )
 
 
-def _export_side() -> SimpleNamespace:
-    """The export package's modules. They need torch, so only the commands that use them import them
-    (the runtime itself never does)."""
+def _export_side(verbose: bool) -> SimpleNamespace | None:
+    """The export package's modules, or None after printing why they cannot be imported. They need torch,
+    so only the commands that use them import them (the runtime itself never does)."""
     names = ("bundle", "checkpoint", "config", "graphs", "verify")
-    return SimpleNamespace(**{n: importlib.import_module(f"indextts2_onnx.export.{n}") for n in names})
+    try:
+        ex = SimpleNamespace(**{n: importlib.import_module(f"indextts2_onnx.export.{n}") for n in names})
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    if not verbose:  # the exporter logs a line per unavailable op library
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    return ex
 
 
 def _export(args: argparse.Namespace) -> int:
-    try:
-        ex = _export_side()
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
+    ex = _export_side(args.verbose)
+    if ex is None:
         return 2
-    if not args.verbose:  # the exporter logs a line per unavailable op library
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _ in PATH_OPTIONS}
     try:
         cfg = ex.config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
@@ -59,13 +60,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """Re-run every graph's parity check against the checkpoint's torch modules (for CI pipelines)."""
-    try:
-        ex = _export_side()
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
+    ex = _export_side(args.verbose)
+    if ex is None:
         return 2
-    if not args.verbose:
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     bundle = Path(args.bundle)
     manifest = load_manifest(bundle)
     bad = verify_checksums(bundle, manifest)
@@ -106,7 +103,7 @@ def _emotion_vector(text: str | None) -> list[float] | None:
 
 def _synth(args: argparse.Namespace) -> int:
     from .audio import write_wav
-    from .pipeline import SEGMENT_GAP_S, IndexTTS2
+    from .pipeline import IndexTTS2, join_segments
 
     if args.text_file:
         try:
@@ -124,8 +121,8 @@ def _synth(args: argparse.Namespace) -> int:
                                                emotion_vector=_emotion_vector(args.emotion_vector), seed=args.seed,
                                                steps=args.steps, greedy=args.greedy, preset=args.preset), 1):
         print(f"segment {i}/{segments}: {chunk.shape[0] / sr:.2f} s", flush=True)
-        chunks += [np.zeros(int(sr * SEGMENT_GAP_S), np.float32), chunk] if chunks else [chunk]
-    wav = np.concatenate(chunks)
+        chunks.append(chunk)
+    wav = join_segments(chunks, sr)
     write_wav(args.out, wav, sr)
     m = tts.metrics
     print(f"wrote {args.out}: {wav.shape[0] / sr:.2f} s at {sr} Hz in {m['total_s']:.2f} s (RTF {m['rtf']:.2f}; "

@@ -41,6 +41,15 @@ SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
 AudioSource = Union[str, Path, tuple]  # a file soundfile reads, or (samples, sample_rate)
 
 
+def join_segments(chunks: list[np.ndarray], sample_rate: int) -> np.ndarray:
+    """Segment waveforms joined with 200 ms of silence between them, as upstream joins them."""
+    gap = np.zeros(int(sample_rate * SEGMENT_GAP_S), dtype=np.float32)
+    parts = [chunks[0]]
+    for wav in chunks[1:]:
+        parts += [gap, wav]
+    return np.concatenate(parts)
+
+
 class IndexTTS2:
     """An exported IndexTTS2 bundle, ready to generate.
 
@@ -330,8 +339,4 @@ class IndexTTS2:
                                   greedy, num_beams, top_k, top_p, temperature, repetition_penalty, max_codes,
                                   max_tokens_per_segment, preset))
         sr = self.manifest.acoustic.sample_rate
-        gap = np.zeros(int(sr * SEGMENT_GAP_S), dtype=np.float32)
-        parts = [chunks[0][1]]
-        for _, wav in chunks[1:]:
-            parts += [gap, wav]
-        return sr, np.concatenate(parts)
+        return sr, join_segments([wav for _, wav in chunks], sr)

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GPTConfig
-from .conformer import ConformerEncoder
-from .perceiver import PerceiverResampler
+from .perceiver import emotion_conditioner, speaker_conditioner
 
 
 class Conv1D(nn.Module):
@@ -125,19 +124,11 @@ class UnifiedVoice(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        d, cond, emo = cfg.model_dim, cfg.condition_module, cfg.emo_condition_module
+        d = cfg.model_dim
         # speaker path: Conformer + Perceiver -> (B, condition_num_latent, d)
-        self.conditioning_encoder = ConformerEncoder(cfg.semantic_dim, cond)
-        self.perceiver_encoder = PerceiverResampler(
-            d, dim_context=cond.output_size, num_latents=cfg.condition_num_latent,
-            heads=cond.attention_heads, ff_mult=cond.perceiver_mult,
-        )
+        self.conditioning_encoder, self.perceiver_encoder = speaker_conditioner(cfg)
         # emotion path: Conformer + one-latent Perceiver at the semantic width, then two linears -> (B, d)
-        self.emo_conditioning_encoder = ConformerEncoder(cfg.semantic_dim, emo)
-        self.emo_perceiver_encoder = PerceiverResampler(
-            cfg.semantic_dim, dim_context=emo.output_size, num_latents=1,
-            heads=emo.attention_heads, ff_mult=emo.perceiver_mult,
-        )
+        self.emo_conditioning_encoder, self.emo_perceiver_encoder = emotion_conditioner(cfg)
         self.emovec_layer = nn.Linear(cfg.semantic_dim, d)
         self.emo_layer = nn.Linear(d, d)
         self.speed_emb = nn.Embedding(2, d)

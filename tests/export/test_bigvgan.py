@@ -31,8 +31,8 @@ from indextts2_onnx.export.modules.bigvgan import (
     load_bigvgan,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-OFFICIAL_KEYS = REPO / "tests" / "data" / "official_keys.json"  # the loading contract, from the spec
+from conftest import DATA, REPO  # noqa: E402
+OFFICIAL_KEYS = DATA / "official_keys.json"  # the loading contract, from the spec
 FILE = "hf_cache/bigvgan/bigvgan_generator.pt"
 TINY_JSON = REPO / "configs" / "tiny" / "bigvgan_config.json"  # official structure, 64 initial channels
 OFFICIAL_JSON = REPO / "configs" / "official" / "bigvgan_config.json"

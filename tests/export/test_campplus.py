@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,7 @@ from indextts2_onnx.export.modules.campplus import (
     seg_pooling,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
+from conftest import DATA, REPO  # noqa: E402
 FILE = "hf_cache/campplus_cn_common.bin"
 SHALLOW = ((2, 3, 1), (3, 3, 2), (2, 3, 2))  # every layer kind at full width, 7 dense layers instead of 52
 

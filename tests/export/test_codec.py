@@ -23,8 +23,7 @@ from indextts2_onnx.export.modules.codec import (
     load_codec,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
+from conftest import DATA, REPO  # noqa: E402
 FILE = "hf_cache/semantic_codec_model.safetensors"
 WN_PREFIXES = ("quantizer.quantizers.0.in_project", "quantizer.quantizers.0.out_project")
 

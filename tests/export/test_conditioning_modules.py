@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +27,8 @@ from indextts2_onnx.export.modules.perceiver import (
     speaker_conditioner,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-OFFICIAL_KEYS = REPO / "tests" / "data" / "official_keys.json"  # the loading contract, from the spec
+from conftest import DATA, REPO  # noqa: E402
+OFFICIAL_KEYS = DATA / "official_keys.json"  # the loading contract, from the spec
 PREFIXES = ("conditioning_encoder", "perceiver_encoder", "emo_conditioning_encoder", "emo_perceiver_encoder")
 
 

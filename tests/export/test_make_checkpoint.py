@@ -23,8 +23,7 @@ from indextts2_onnx.export.checkpoint_layout import TensorSpec
 from indextts2_onnx.export.config import load_bigvgan_config, load_config, load_w2v_config
 from indextts2_onnx.export.random_weights import pick_rule, random_state_dict, random_tensor, randomize_module_
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"  # official_keys.json (+ dtypes): the loading contract, from the spec
+from conftest import DATA, REPO  # noqa: E402
 CONFIGS = REPO / "configs"
 
 _spec = importlib.util.spec_from_file_location("make_checkpoint", REPO / "tools" / "make_checkpoint.py")

@@ -30,8 +30,7 @@ from indextts2_onnx.export.modules.s2mel import (  # noqa: E402
     LR_UNUSED_KEYS, GptLayer, LengthRegulator, cfm_reference, load_s2mel, nearest_source_index,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
+from conftest import DATA, REPO  # noqa: E402
 ATOL_ONNX = 1e-4
 
 

@@ -27,8 +27,8 @@ from indextts2_onnx.export.modules.w2vbert import (
     w2v_unused_keys,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-OFFICIAL_KEYS = REPO / "tests" / "data" / "official_keys.json"  # the loading contract, from the spec
+from conftest import DATA, REPO  # noqa: E402
+OFFICIAL_KEYS = DATA / "official_keys.json"  # the loading contract, from the spec
 W2V_FILE = "hf_cache/w2v-bert-2.0/model.safetensors"
 TINY_W2V = REPO / "configs" / "tiny" / "w2v_config.json"
 ATOL = 1e-4

@@ -8,7 +8,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,7 @@ from indextts2_onnx.runtime.text import (
     zh_cardinal,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO  # noqa: E402
 LOGGER = "indextts2_onnx.runtime.text"
 
 
