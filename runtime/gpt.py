@@ -70,9 +70,11 @@ class CodeGenerator:
         return KVCache.empty(self.decoder.inputs[1:], rows, d.heads, d.head_dim)
 
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
-                 rng: np.random.Generator, trace: list | None = None) -> np.ndarray:
+                 rng: np.random.Generator, trace: list | None = None, min_codes: int = 0) -> np.ndarray:
         """Decode codes for one segment -> int64 (N,), cut before the first stop token.
 
+        min_codes: the stop token is banned for the first `min_codes` codes (HF `min_new_tokens`; 0 = upstream).
+        Benchmarks use it to generate a fixed number of codes from random weights.
         `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests)."""
         d = self.dims
         ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
@@ -90,6 +92,9 @@ class CodeGenerator:
         for k in range(1, max_codes + 1):
             if trace is not None:
                 trace.append(logits)
+            if k <= min_codes:
+                logits = logits.copy()
+                logits[:, d.stop_mel_token] = -np.inf
             step = decoder.update(logits)
             if step.done:
                 break

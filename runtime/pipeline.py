@@ -206,10 +206,11 @@ class IndexTTS2:
     def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
                        num_beams: int = 3, top_k: int = 30, top_p: float = 0.8, temperature: float = 0.8,
                        repetition_penalty: float = 10.0, max_codes: int = 1500,
-                       seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int | None = None, min_codes: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Semantic codes for one text segment and upstream's latent for them.
 
         token_ids: one segment's raw BPE ids (no start/stop text tokens)
+        min_codes: no stop before this many codes (HF `min_new_tokens`; benchmarks fix the length with it)
         Returns codes int64 (N,) cut before the stop token, and the latent float32 (1, N, d).
         Defaults are upstream `infer()`'s: beam sampling with 3 beams."""
         d = self.manifest.gpt
@@ -218,6 +219,8 @@ class IndexTTS2:
             raise InputError(
                 f"max_codes={max_codes}: must lie in 1..{d.max_mel_tokens} (the model's mel position table)"
             )
+        if not 0 <= int(min_codes) <= int(max_codes):
+            raise InputError(f"min_codes={min_codes}: must lie in 0..max_codes ({max_codes})")
         emovec = np.asarray(emovec, dtype=np.float32)
         if emovec.shape != (1, d.model_dim):
             raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
@@ -228,7 +231,8 @@ class IndexTTS2:
         spk_latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
         prefix = self._codes.prefix(spk_latent, emovec)
         t1 = time.perf_counter()
-        codes = self._codes.generate(prefix, ids, options, int(max_codes), np.random.default_rng(seed))
+        codes = self._codes.generate(prefix, ids, options, int(max_codes), np.random.default_rng(seed),
+                                     min_codes=int(min_codes))
         t2 = time.perf_counter()
         latent = self._codes.latent(prefix, ids, codes)
         t3 = time.perf_counter()

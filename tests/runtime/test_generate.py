@@ -144,3 +144,19 @@ def test_bad_generation_inputs_are_clear_errors(tts):
         tts.generate_codes([5], random_speaker(1, frames=1100), emovec)
     with pytest.raises(InputError, match="top_p"):
         tts.generate_codes([5], spk, emovec, top_p=1.5)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_min_codes_fixes_the_length(tts, greedy):
+    """min_codes = max_codes bans the stop token throughout: exactly max_codes codes, as benchmarks need."""
+    spk = random_speaker(13)
+    emovec = tts.emotion_vector(spk)
+    free, _ = tts.generate_codes([5, 6], spk, emovec, greedy=greedy, seed=3, max_codes=60)
+    assert len(free) < 60, "the tiny GPT already runs to the cap: pick another prompt"
+    codes, latent = tts.generate_codes([5, 6], spk, emovec, greedy=greedy, seed=3, max_codes=60, min_codes=60)
+    assert len(codes) == 60 and latent.shape[1] == 60
+    assert tts.manifest.gpt.stop_mel_token not in codes.tolist()
+    if greedy:  # the ban only acts on the stop token: the codes before the free run's stop are the same
+        assert codes[: len(free)].tolist() == free.tolist()
+    with pytest.raises(InputError, match="min_codes=61"):
+        tts.generate_codes([5], spk, emovec, max_codes=60, min_codes=61)
