@@ -2,6 +2,8 @@
 
 The bundle is written into a temporary sibling folder (`staging.staged_folder`) and swapped into place
 only when every graph passed its parity check, so a failed export never leaves a half-written bundle.
+Every graph is exported and checked in fp32 first; a `target` of cpu or cuda then lowers graphs to the
+precision `precision.py` plans for them, each behind its gate.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -18,13 +21,14 @@ import numpy as np
 import torch
 
 from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntry, GPTDims, GraphEntry, Manifest,
-                                sha256)
+                                load_manifest, sha256, verify_checksums)
 from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
 from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
 from .graphs import Models, all_graphs
+from .precision import DEVICE, ON_FAIL, GreedyProbe, Lowering, lower, move_graph, parse_precision
 from .modules.bigvgan import load_bigvgan
 from .modules.campplus import load_campplus
 from .modules.codec import load_codec
@@ -107,12 +111,46 @@ def _versions() -> dict:
         "opset": OPSET}
 
 
+def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str], target: str, on_fail: str,
+                  dims: GPTDims, progress: Progress) -> dict[str, Lowering]:
+    """Replace the fp32 graphs in `folder` by their planned precision where the gates allow it."""
+    work = folder / ".lowering"
+    probe = None
+    if plan["gpt_decoder"] != "fp32":
+        progress("greedy reference codes of the fp32 decoder, for its gate")
+        probe = GreedyProbe.build(folder, folder / "gpt_tables.npz", folder / "bpe.model", dims)
+    records = {}
+    try:
+        for name, requested in plan.items():
+            if requested == "fp32":
+                continue
+            fp32 = work / "fp32" / f"{name}.onnx"
+            move_graph(folder / f"{name}.onnx", fp32)
+            progress(f"lowering {name} to {requested}")
+            chosen, records[name] = lower(specs[name], models, fp32, work, requested, target, on_fail,
+                                          probe.gate if name == "gpt_decoder" and probe else None, progress)
+            move_graph(chosen, folder / f"{name}.onnx")
+            shutil.rmtree(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return records
+
+
 @torch.no_grad()
 def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
-                  progress: Progress = lambda msg: None) -> Manifest:
-    """Export every component of the checkpoint at `paths` to the bundle folder `out`."""
+                  progress: Progress = lambda msg: None, target: str = "any",
+                  precision: str | dict[str, str] | None = None, on_fail: str = "fallback") -> Manifest:
+    """Export every component of the checkpoint at `paths` to the bundle folder `out`.
+
+    target   : any (every graph fp32), cpu or cuda: sets each graph's default precision (precision.py)
+    precision: `--precision` text or a {graph: precision} plan overriding the target's defaults
+    on_fail  : what a failed precision gate does: fallback (to the next higher precision), error (--strict)
+               or keep (ship it anyway, marked failed in the manifest: benchmarks on random weights only)"""
     out = Path(out)
     check_out(out, force)
+    plan = precision if isinstance(precision, dict) else parse_precision(precision, target)
+    if on_fail not in ON_FAIL:
+        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
     cfg = load_config(paths.config)
     models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
@@ -136,16 +174,61 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         np.save(tmp / "emotion_matrix.npy", emo)
         np.save(tmp / "speaker_matrix.npy", spk)
         shutil.copyfile(paths.bpe, tmp / "bpe.model")
-        files = {p.name: FileEntry(size=p.stat().st_size, sha256=sha256(p)) for p in sorted(tmp.iterdir())}
         manifest = Manifest(
             format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic_dims(models), emo_num=list(cfg.emo_num),
-            graphs=graphs, files=files,
+            graphs=graphs, files={}, target="any",
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
                     "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model",
                     "mel_filterbank": "mel_filterbank.npy"},
             exporter=_versions(),
             config=cfg.raw,
         )
-        (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
+        manifest = _finish(tmp, manifest, models, plan, target, on_fail, progress)
+    progress(f"wrote {out}")
+    return manifest
+
+
+def _finish(folder: Path, manifest: Manifest, models: Models, plan: dict[str, str], target: str, on_fail: str,
+            progress: Progress) -> Manifest:
+    """Lower the fp32 graphs in `folder` as planned, then write the manifest with every file's checksum."""
+    specs = {spec.name: spec for spec in all_graphs(models.cfg)}
+    records = _lower_graphs(specs, models, folder, plan, target, on_fail, manifest.gpt, progress)
+    graphs = dict(manifest.graphs)
+    for name, rec in records.items():
+        graphs[name] = replace(graphs[name], precision=rec.chosen, device=DEVICE[rec.chosen], gate=rec.to_dict())
+    files = {p.name: FileEntry(size=p.stat().st_size, sha256=sha256(p))
+             for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    manifest = replace(manifest, graphs=graphs, files=files, target=target, format_version=FORMAT_VERSION)
+    (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
+    return manifest
+
+
+@torch.no_grad()
+def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
+                 precision: str | dict[str, str] | None = None, on_fail: str = "fallback", force: bool = False,
+                 progress: Progress = lambda msg: None) -> Manifest:
+    """A cpu or cuda bundle from an fp32 bundle already exported from this checkpoint, without tracing again
+    (the full-size export traces for minutes; lowering and gating takes a fraction of that).
+
+    The source must be an untouched fp32 bundle (target "any", checksums intact); the checkpoint folder
+    supplies the configuration the gates size their inputs from."""
+    source, out = Path(source), Path(out)
+    src = load_manifest(source)
+    if src.target != "any" or any(g.precision != "fp32" for g in src.graphs.values()):
+        raise ValueError(f"{source}: lowering starts from an fp32 bundle (target any); this one is {src.target}")
+    bad = verify_checksums(source, src)
+    if bad:
+        raise ValueError(f"{source}: files changed since export ({', '.join(bad)}); re-export it")
+    plan = precision if isinstance(precision, dict) else parse_precision(precision, target)
+    if on_fail not in ON_FAIL:
+        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
+    cfg = load_config(paths.config)
+    if cfg.raw != src.config:
+        raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")
+    models = load_models(paths, cfg, progress)
+    with staged_folder(out, force) as tmp:
+        for name in src.files:
+            shutil.copyfile(source / name, tmp / name)
+        manifest = _finish(tmp, src, models, plan, target, on_fail, progress)
     progress(f"wrote {out}")
     return manifest

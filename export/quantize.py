@@ -1,8 +1,9 @@
 """Lower-precision copies of exported graphs, and the gates that decide whether a copy may ship.
 
-Two conversions, both on one graph file (`<name>.onnx` + `<name>.onnx.data`) at a time:
+Three conversions, each on one graph file (`<name>.onnx` + `<name>.onnx.data`) at a time:
 
     quantize_int8   dynamic INT8, per-channel S8 weights, MatMul only (CPU: the GPT stacks)
+    quantize_int4   weight-only 4-bit blocks (MatMulNBits) on MatMuls: the smallest GPT, CPU or CUDA
     convert_fp16    fp16 weights and compute (CUDA bundles; ~2x slower than fp32 on CPU)
 
 The gates compare a converted graph with its fp32 original in ONNX Runtime on the graph's own parity
@@ -11,7 +12,7 @@ below; each says what it separates. Logit error alone is not enough for the GPT:
 real GPT had ~1 % logit error yet kept only a quarter of greedy codes (spec/peers.md), so the decoder
 gate also asks for full greedy agreement (`greedy_gate`), computed from codes the caller generated.
 
-Not wired into `export` yet: no --precision flag, no manifest field, no fallback.
+Which graph gets which precision, the fallbacks and the manifest record live in `precision.py`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from .verify import cpu_session
 # GPT decoder logits, relative L2 vs fp32: dynamic INT8 measured 1.3 % on GPT-shaped random weights, fp16
 # 0.03 %, 4-bit MatMulNBits 8-10 % (ort-notes §3.6, §4.1); 5 % admits INT8/fp16 and rejects 4-bit outright.
 DECODER_LOGIT_REL_L2_MAX = 0.05
+# 4-bit weights: 8-15 % logit error is their nature (ort-notes §4.1; tiny random GPT 15 %), so the logit bound
+# only catches a broken graph and greedy agreement decides.
+DECODER_LOGIT_REL_L2_MAX_INT4 = 0.25
 # Greedy codes: the converted decoder must reproduce every reference code (first divergence at the end).
 # Anything less changes the utterance; INT8 on real weights kept only 26 % (peers.md) at 1 % logit error.
 GREEDY_AGREEMENT_MIN = 1.0
@@ -115,18 +119,41 @@ def quantize_int8(src: Path, dst: Path, exclude_nodes: Iterable[str] = ()) -> Pa
     return dst
 
 
-def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True,
+def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4,
+                  exclude_nodes: Iterable[str] = ()) -> Path:
+    """4-bit weight-only copy of `src`: constant-B MatMuls become MatMulNBits (symmetric, blocks along K).
+
+    Block 32 symmetric was the most accurate 4-bit layout measured (ort-notes §4.1); accuracy_level 4
+    (int8 activations) is what makes it fast on CPU and is ignored by the CUDA kernel. The source may be
+    fp32 (CPU bundles) or fp16 (CUDA bundles: fp16 activations with 4-bit weights).
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    src, dst = Path(src), Path(dst)
+    if src.stem in NEVER_INT8:
+        raise ValueError(f"{src.name}: 4-bit weights are refused for this graph (see NEVER_INT8)")
+    quantizer = MatMulNBitsQuantizer(_load(src), bits=4, block_size=block_size, is_symmetric=True,
+                                     accuracy_level=accuracy_level, nodes_to_exclude=list(exclude_nodes),
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    return _save(quantizer.model.model, dst)
+
+
+def convert_fp16(src: Path, dst: Path, keep_io_types: bool | Sequence[str] = True,
                  op_block_list: Sequence[str] | None = None) -> Path:
     """fp16 copy of `src` (weights and compute), for CUDA bundles.
 
     keep_io_types=True leaves the graph's float inputs/outputs fp32 (Casts at the edges: a drop-in file);
-    False makes them fp16, which is what a KV decoder wants on the GPU (past/present stay fp16, ort-notes
-    §3.6). `op_block_list` defaults to the converter's own list of ops kept in fp32.
+    False makes them fp16; a list keeps just those names fp32 (the decoder: embeddings in, logits and
+    hidden states out stay fp32 while past/present become fp16, ort-notes §3.6). `op_block_list`
+    defaults to the converter's own list of ops kept in fp32.
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     src, dst = Path(src), Path(dst)
     kwargs = {} if op_block_list is None else {"op_block_list": list(op_block_list)}
+    if not isinstance(keep_io_types, bool):
+        keep_io_types = list(keep_io_types)
     # shape inference inside the converter serializes the proto (2 GB limit); our graphs carry no
     # value_info it needs, so skip it rather than fail on the full-size GPT
     model = convert_float_to_float16(_load(src), keep_io_types=keep_io_types, disable_shape_infer=True,
@@ -254,15 +281,36 @@ def _row_metric(metric: str, ref: np.ndarray, test: np.ndarray) -> float:
     return fn(ref, test)
 
 
-def compare_graph(spec: GraphSpec, models: Models, fp32_path: Path, test_path: Path,
+def _torch_reference(spec: GraphSpec, models: Models):
+    """Outputs of the torch module `spec` wraps, as numpy, for one case's inputs."""
+    import torch
+
+    module = spec.wrapper(models).eval()
+
+    def run(names: list[str], inputs: tuple) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(*inputs)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [t.numpy() for t in out]
+    return run
+
+
+def compare_graph(spec: GraphSpec, models: Models, fp32_path: Path | None, test_path: Path,
                   metric: str) -> dict[str, float]:
-    """Run every parity case of `spec` through both graphs (ORT CPU) and return the worst `metric` per
-    float output. `models` only feeds `spec.cases` (the input sizes); no torch module is run."""
-    ref_sess, test_sess = cpu_session(Path(fp32_path)), cpu_session(Path(test_path))
+    """Run every parity case of `spec` through the reference and the test graph (ORT CPU) and return the
+    worst `metric` per float output. The reference is the fp32 graph at `fp32_path`, or the torch module
+    itself when `fp32_path` is None (`verify` of a lowered bundle); otherwise `models` only feeds
+    `spec.cases` (the input sizes)."""
+    test_sess = cpu_session(Path(test_path))
+    if fp32_path is None:
+        reference = _torch_reference(spec, models)
+    else:
+        ref_sess = cpu_session(Path(fp32_path))
+        reference = lambda names, inputs: ref_sess.run(names, _feed(ref_sess, spec, inputs))  # noqa: E731
     names = list(spec.outputs)
     per_output: dict[str, list[float]] = {}
     for inputs in spec.cases(models):
-        ref = ref_sess.run(names, _feed(ref_sess, spec, inputs))
+        ref = reference(names, inputs)
         test = test_sess.run(names, _feed(test_sess, spec, inputs))
         for name, r, t in zip(names, ref, test):
             if not np.issubdtype(r.dtype, np.floating) or not r.size:
@@ -274,9 +322,13 @@ def compare_graph(spec: GraphSpec, models: Models, fp32_path: Path, test_path: P
     return {name: _worst(metric, vals) for name, vals in per_output.items()}
 
 
-def gate_graph(spec: GraphSpec, models: Models, fp32_path: Path, test_path: Path) -> list[GateResult]:
-    """The `GATES` entry of `spec` applied to a converted graph: one GateResult per gated output."""
+def gate_graph(spec: GraphSpec, models: Models, fp32_path: Path | None, test_path: Path,
+               precision: str = "") -> list[GateResult]:
+    """The `GATES` entry of `spec` applied to a converted graph: one GateResult per gated output
+    (reference: the fp32 graph, or the torch module when `fp32_path` is None)."""
     metric, threshold, outputs = GATES[spec.name]
+    if spec.name == "gpt_decoder" and precision == "int4":
+        threshold = DECODER_LOGIT_REL_L2_MAX_INT4
     values = compare_graph(spec, models, fp32_path, test_path, metric)
     chosen = outputs or tuple(values)
     return [gate(spec.name, f"{metric}:{name}", values[name], threshold) for name in chosen]

@@ -66,8 +66,9 @@ class CodeGenerator:
         return out[0], out[1], out[2:]
 
     def _empty_cache(self, rows: int) -> KVCache:
-        d = self.dims
-        return KVCache.empty(self.decoder.inputs[1:], rows, d.heads, d.head_dim)
+        """An empty cache in the dtype the decoder keeps it in (fp16 in fp16 bundles)."""
+        d, names = self.dims, self.decoder.inputs[1:]
+        return KVCache.empty(names, rows, d.heads, d.head_dim, dtype=self.decoder.input_dtype(names[0]))
 
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
                  rng: np.random.Generator, trace: list | None = None, min_codes: int = 0) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import BundleError
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: target, per-graph precision gates
 MANIFEST = "manifest.json"
 
 
@@ -55,14 +55,19 @@ class AcousticDims:
 
 @dataclass(frozen=True)
 class GraphEntry:
-    """One ONNX graph: its file, I/O names in graph order, precision and target device."""
+    """One ONNX graph: its file, I/O names in graph order, precision and target device.
+
+    `parity` is the fp32 export's check against torch; `gate` is how a lower precision earned its place:
+    the precision asked for, the one shipped and every attempt's gate results with their thresholds
+    (empty for an fp32 graph nobody asked to lower)."""
 
     file: str
     inputs: list[str]
     outputs: list[str]
-    precision: str = "fp32"
-    device: str = "any"
+    precision: str = "fp32"  # fp32, fp16, int8 or int4
+    device: str = "any"  # the device this precision is meant for: any, cpu or cuda
     parity: dict = field(default_factory=dict)  # the export-time check: atol, max_abs_diff, cases
+    gate: dict = field(default_factory=dict)  # requested, chosen, attempts [{precision, passed, results, size}]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Manifest:
     graphs: dict[str, GraphEntry]
     files: dict[str, FileEntry]  # every file of the bundle but the manifest, by relative path
     tables: dict[str, str]  # role -> file: gpt embedding tables, emotion matrices, tokenizer, mel filterbank
+    target: str = "any"  # what the bundle was exported for: any (all fp32), cpu or cuda
     exporter: dict[str, Any] = field(default_factory=dict)  # versions of the tools that wrote it
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.yaml, for reference
 
@@ -98,6 +104,7 @@ class Manifest:
             graphs={k: _build(GraphEntry, v, f"{where}: graphs.{k}") for k, v in d["graphs"].items()},
             files={k: _build(FileEntry, v, f"{where}: files.{k}") for k, v in d["files"].items()},
             tables={str(k): str(v) for k, v in d["tables"].items()},
+            target=str(d.get("target", "any")),
             exporter=dict(d.get("exporter", {})),
             config=dict(d.get("config", {})),
         )

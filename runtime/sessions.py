@@ -16,6 +16,9 @@ _LOG = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
 
+_FLOATS = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+_DTYPES = {**_FLOATS, "tensor(int64)": np.dtype(np.int64), "tensor(int32)": np.dtype(np.int32)}
+
 
 def providers_for(device: str) -> list[str]:
     """Execution providers for `device`; "cuda" needs onnxruntime-gpu and keeps CPU as the fallback."""
@@ -48,6 +51,9 @@ class Graph:
     inputs: list[str]
     outputs: list[str]
 
+    def __post_init__(self):
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}  # "tensor(float16)", ...
+
     @staticmethod
     def open(bundle: Path, name: str, entry: GraphEntry, providers: list[str],
              threads: int | None = None) -> "Graph":
@@ -63,10 +69,22 @@ class Graph:
         _LOG.debug("%s on %s", name, sess.get_providers())
         return Graph(name, sess, names_in, names_out)
 
+    def input_dtype(self, name: str) -> np.dtype:
+        """numpy dtype the graph declares for input `name` (float16 in fp16 graphs that take fp16)."""
+        return _DTYPES.get(self.input_types[name], np.dtype(np.float32))
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run with feeds for exactly the declared inputs; returns outputs in declared order."""
+        """Run with feeds for exactly the declared inputs; returns outputs in declared order.
+
+        Float feeds are cast to the graph's declared float type, so callers need not know whether a
+        graph was exported fp32 or fp16."""
         if set(feeds) != set(self.inputs):
             raise ValueError(f"{self.name}: feeds {sorted(feeds)} do not match inputs {self.inputs}")
+        feeds = dict(feeds)
+        for name, value in feeds.items():
+            want = _FLOATS.get(self.input_types[name])
+            if want is not None and value.dtype != want and value.dtype in _FLOATS.values():
+                feeds[name] = value.astype(want)
         return self.session.run(self.outputs, feeds)
 
     @property

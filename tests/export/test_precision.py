@@ -1,0 +1,221 @@
+"""Precision plans, gates with fallback, and lowered bundles that the runtime runs (tiny random weights).
+
+Measured on the tiny bundle when these tests were written (ORT CPU, gates against the fp32 graphs):
+    cpu : gpt_decoder int8 logits rel-L2 0.023 but greedy agreement 0.12 -> falls back to fp32;
+          conditioning / w2v-BERT int8 cosine 0.9991-0.9997, dit int8 33 dB -> int8
+    cuda: decoder int4 logits rel-L2 0.15 -> falls back to fp16 (rel-L2 7e-4, greedy 1.0); fp16 DiT 25 dB,
+          BigVGAN 28 dB and codec cosine 0.9988 -> fp32. Random weights are ill-conditioned for fp16:
+          rounding only the DiT's inputs to fp16 already costs ~30 dB (real weights are what the gate is for).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("torch")
+
+from indextts2_onnx.export import precision as p  # noqa: E402
+from indextts2_onnx.export import quantize as q  # noqa: E402
+from indextts2_onnx.export.bundle import lower_bundle  # noqa: E402
+from indextts2_onnx.export.checkpoint import CheckpointPaths  # noqa: E402
+from indextts2_onnx.runtime import IndexTTS2, Speaker  # noqa: E402
+from indextts2_onnx.runtime.cli import main  # noqa: E402
+from indextts2_onnx.runtime.manifest import load_manifest, verify_checksums  # noqa: E402
+
+
+# --- plans (pure) ---------------------------------------------------------------------------------------
+
+
+def test_target_defaults():
+    assert set(p.parse_precision(None, "any").values()) == {"fp32"}
+    cpu = p.parse_precision(None, "cpu")
+    assert cpu["gpt_decoder"] == cpu["semantic_encoder"] == cpu["dit"] == "int8"
+    assert cpu["bigvgan"] == cpu["campplus"] == "fp32"
+    cuda = p.parse_precision(None, "cuda")
+    assert set(cuda.values()) == {"fp16"} and set(cuda) == set(p.ALLOWED)
+
+
+def test_precision_overrides():
+    plan = p.parse_precision("fp32, gpt_decoder=int4", "cuda")
+    assert plan["gpt_decoder"] == "int4" and plan["dit"] == "fp32"
+    plan = p.parse_precision("int8", "any")  # bare: every graph that allows it, the rest keep the default
+    assert plan["gpt_decoder"] == plan["dit"] == "int8" and plan["bigvgan"] == "fp32"
+    for bad, match in (("int3", "precision must be one of"), ("decoder=int8", "unknown graph 'decoder'"),
+                       ("bigvgan=int8", "bigvgan allows fp16, fp32")):
+        with pytest.raises(ValueError, match=match):
+            p.parse_precision(bad, "cpu")
+    with pytest.raises(ValueError, match="--target 'tpu'"):
+        p.parse_precision(None, "tpu")
+
+
+def test_fallback_chains():
+    assert p.candidates("gpt_decoder", "int4", "cpu") == ["int4", "int8", "fp32"]
+    assert p.candidates("gpt_decoder", "int4", "cuda") == ["int4", "fp16", "fp32"]
+    assert p.candidates("dit", "int8", "cpu") == ["int8", "fp32"]  # fp16 is slower than fp32 on CPU
+    assert p.candidates("bigvgan", "fp16", "cuda") == ["fp16", "fp32"]
+    assert p.candidates("dit", "fp32", "cuda") == ["fp32"]
+
+
+# --- lowered bundles --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_bundle(tiny_checkpoint, tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lowered") / "cpu"
+    lower_bundle(CheckpointPaths.of(tiny_checkpoint), tiny_bundle, out, "cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cuda_bundle(tiny_checkpoint, tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lowered") / "cuda"
+    lower_bundle(CheckpointPaths.of(tiny_checkpoint), tiny_bundle, out, "cuda", precision="gpt_decoder=int4")
+    return out
+
+
+def _check_records(bundle):
+    """Every lowered graph's record is consistent with its entry, and its numbers with the thresholds."""
+    m = load_manifest(bundle)
+    assert verify_checksums(bundle, m) == []
+    for name, e in m.graphs.items():
+        if not e.gate:
+            assert e.precision == "fp32" and e.device == "any"
+            continue
+        g = e.gate
+        assert g["chosen"] == e.precision and e.device == p.DEVICE[e.precision]
+        assert [a["precision"] for a in g["attempts"]] == p.candidates(name, g["requested"], m.target)[
+            : len(g["attempts"])]
+        for a in g["attempts"]:
+            assert a["size"] > 0 and a["results"]
+            for r in a["results"]:  # the recorded verdict follows from the recorded value and threshold
+                assert r["passed"] == q.gate(name, r["metric"], r["value"], r["threshold"]).passed
+            assert a["passed"] == all(r["passed"] for r in a["results"])
+        passed = [a["precision"] for a in g["attempts"] if a["passed"]]
+        assert e.precision == (passed[0] if passed else "fp32")
+    return m
+
+
+def test_cpu_bundle(cpu_bundle, tiny_bundle):
+    m = _check_records(cpu_bundle)
+    assert m.target == "cpu"
+    dec = m.graphs["gpt_decoder"].gate
+    int8 = dec["attempts"][0]
+    metrics = {r["metric"]: r for r in int8["results"]}
+    assert metrics["rel_l2:logits"]["value"] < 0.05  # close logits (measured 0.023) ...
+    assert metrics["greedy_agreement"]["value"] < 1.0  # ... yet other greedy codes: the gate's reason to exist
+    assert m.graphs["gpt_decoder"].precision == "fp32"
+    assert m.graphs["dit"].precision == "int8" and m.graphs["semantic_encoder"].precision == "int8"
+    ops = {n.op_type for n in onnx.load(str(cpu_bundle / "dit.onnx"), load_external_data=False).graph.node}
+    assert "MatMulInteger" in ops
+    assert (cpu_bundle / "semantic_encoder.onnx.data").stat().st_size < 0.6 * (
+        tiny_bundle / "semantic_encoder.onnx.data").stat().st_size
+    assert not any(path.name.startswith(".") for path in cpu_bundle.iterdir())  # no work folders left
+
+
+def test_cuda_bundle_falls_back_and_keeps_an_fp16_cache(cuda_bundle, tiny_bundle):
+    m = _check_records(cuda_bundle)
+    dec = m.graphs["gpt_decoder"]
+    assert [a["precision"] for a in dec.gate["attempts"]][0] == "int4"
+    assert dec.precision in ("int4", "fp16") and dec.device in ("any", "cuda")
+    if dec.precision == "fp16":  # the past/present inputs are fp16, embeddings and logits stay fp32
+        tts = IndexTTS2(cuda_bundle)
+        decoder = tts._codes.decoder
+        assert decoder.input_dtype("inputs_embeds") == np.float32
+        assert decoder.input_dtype("past_key_0") == np.float16
+        assert tts._codes._empty_cache(1).arrays[0].dtype == np.float16
+
+
+def _speaker(seed: int = 0) -> Speaker:
+    rng = np.random.default_rng(seed)
+    return Speaker(semantic=rng.standard_normal((1, 50, 32)), emotion_semantic=rng.standard_normal((1, 40, 32)),
+                   style=rng.standard_normal((1, 48)), ref_mel=rng.standard_normal((1, 80, 12)),
+                   prompt_condition=rng.standard_normal((1, 12, 32)))
+
+
+def test_lowered_bundles_synthesize(cpu_bundle, cuda_bundle, tiny_bundle):
+    """Both lowered bundles run the whole pipeline on CPU; where the decoder gate passed, greedy codes
+    equal the fp32 bundle's on a new prompt too."""
+    spk = _speaker()
+    runs = {}
+    for name, bundle in (("fp32", tiny_bundle), ("cpu", cpu_bundle), ("cuda", cuda_bundle)):
+        tts = IndexTTS2(bundle)
+        ids = tts.tokenize("The quick brown fox jumps over the lazy dog.")[0]
+        emovec = tts.emotion_vector(spk)
+        codes, latent = tts.generate_codes(ids, spk, emovec, greedy=True, max_codes=40)
+        wav = tts.vocode(tts.decode_mel(codes, latent, spk, steps=3, seed=0))
+        assert wav.dtype == np.float32 and np.isfinite(wav).all() and wav.shape[0] == 256 * int(len(codes) * 1.72)
+        runs[name] = (tts, codes, emovec)
+    assert len(runs["fp32"][1]) > 3
+    for name in ("cpu", "cuda"):
+        tts, codes, emovec = runs[name]
+        assert q.cosine(runs["fp32"][2], emovec) > 0.999  # emotion conditioning passed its cosine gate
+        lowered = {n: g.precision for n, g in tts.manifest.graphs.items()}
+        if lowered["gpt_decoder"] == "fp16" and lowered["gpt_emotion_vector"] == "fp32":
+            assert codes.tolist() == runs["fp32"][1].tolist()
+
+
+def test_strict_and_keep(tiny_checkpoint, tiny_bundle, tmp_path):
+    """fp16 BigVGAN fails its 30 dB gate on these random weights (28 dB): strict refuses, keep ships it."""
+    paths = CheckpointPaths.of(tiny_checkpoint)
+    out = tmp_path / "strict"
+    with pytest.raises(p.PrecisionError, match="bigvgan: fp16 failed its gate.*--strict"):
+        lower_bundle(paths, tiny_bundle, out, "cuda", precision="fp32,bigvgan=fp16", on_fail="error")
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+    kept = tmp_path / "kept"
+    m = lower_bundle(paths, tiny_bundle, kept, "cuda", precision="fp32,bigvgan=fp16", on_fail="keep")
+    voc = m.graphs["bigvgan"]
+    assert voc.precision == "fp16" and not voc.gate["attempts"][0]["passed"]
+    snr = voc.gate["attempts"][0]["results"][0]["value"]
+    assert 20.0 < snr < 30.0, snr
+    assert [n for n, g in m.graphs.items() if g.gate] == ["bigvgan"]
+
+
+def test_lower_refuses_a_lowered_or_changed_source(tiny_checkpoint, cpu_bundle, tiny_bundle, tmp_path):
+    paths = CheckpointPaths.of(tiny_checkpoint)
+    with pytest.raises(ValueError, match="starts from an fp32 bundle"):
+        lower_bundle(paths, cpu_bundle, tmp_path / "x", "cuda")
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    data = bytearray((copy / "bpe.model").read_bytes())
+    data[-1] ^= 0xFF  # same size, other content
+    (copy / "bpe.model").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"files changed since export \(bpe\.model\)"):
+        lower_bundle(paths, copy, tmp_path / "y", "cuda")
+
+
+def test_cli_info_and_verify_on_a_lowered_bundle(tiny_checkpoint, cpu_bundle, capsys):
+    assert main(["info", str(cpu_bundle), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "target cpu" in out and "asked int8: int8 failed the gate" in out and "gate passed" in out
+    assert main(["verify", str(tiny_checkpoint), str(cpu_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "ok   dit (int8): snr_db:velocity" in out and "10 of 10 graphs match" in out
+
+
+def test_cli_from_bundle_needs_a_target(tiny_checkpoint, tiny_bundle, tmp_path, capsys):
+    assert main(["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--from-bundle",
+                 str(tiny_bundle)]) == 2
+    assert "give --target cpu or cuda" in capsys.readouterr().err
+    assert main(["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--from-bundle", str(tiny_bundle),
+                 "--target", "cpu", "--precision", "dit=int3"]) == 1
+    assert "precision must be one of" in capsys.readouterr().err
+
+
+def test_manifest_1_0_bundles_still_load(tiny_bundle, tmp_path):
+    """A bundle written before targets and gates (format 1.0) reads as target any, no gates."""
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    d = json.loads((old / "manifest.json").read_text())
+    d["format_version"] = "1.0"
+    del d["target"]
+    for g in d["graphs"].values():
+        del g["gate"]
+    (old / "manifest.json").write_text(json.dumps(d))
+    m = load_manifest(old)
+    assert m.target == "any" and all(g.gate == {} for g in m.graphs.values())
