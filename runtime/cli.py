@@ -4,6 +4,7 @@
     indextts2-onnx verify CKPT BUNDLE            every graph of the bundle against torch (needs [export])
     indextts2-onnx info BUNDLE [--check]         what a bundle holds; --check verifies every sha256
     indextts2-onnx synth --bundle B --text T --speaker WAV --out OUT.wav   text to speech
+    indextts2-onnx bench --checkpoint CKPT --bundle [NAME=]B --json OUT.json   bundles vs the torch reference
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from .errors import IndexTTS2Error
+from .errors import BundleError, IndexTTS2Error
 from .manifest import load_manifest, verify_checksums
 
 
@@ -32,7 +33,7 @@ PATH_OPTIONS = (
 def _export_side(verbose: bool) -> SimpleNamespace | None:
     """The export package's modules, or None after printing why they cannot be imported. They need torch,
     so only the commands that use them import them (the runtime itself never does)."""
-    names = ("bundle", "checkpoint", "config", "graphs", "verify")
+    names = ("bundle", "checkpoint", "config", "graphs", "quantize", "verify")
     try:
         ex = SimpleNamespace(**{n: importlib.import_module(f"indextts2_onnx.export.{n}") for n in names})
     except ImportError as e:
@@ -51,15 +52,29 @@ def _export(args: argparse.Namespace) -> int:
     try:
         cfg = ex.config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
         paths = ex.checkpoint.CheckpointPaths.of(args.checkpoint, cfg, **overrides)
-        ex.bundle.export_bundle(paths, Path(args.out), force=args.force, progress=lambda m: print(m, flush=True))
-    except (ex.config.ConfigError, ex.checkpoint.CheckpointError, ex.verify.ParityError, FileExistsError) as e:
+        on_fail = "error" if args.strict else "keep" if args.keep_failed else "fallback"
+        progress = lambda m: print(m, flush=True)  # noqa: E731
+        if args.from_bundle:
+            if args.target == "any":
+                print("error: --from-bundle lowers an fp32 bundle: give --target cpu or cuda", file=sys.stderr)
+                return 2
+            ex.bundle.lower_bundle(paths, Path(args.from_bundle), Path(args.out), args.target, args.precision,
+                                   on_fail, force=args.force, progress=progress)
+        else:
+            ex.bundle.export_bundle(paths, Path(args.out), force=args.force, progress=progress, target=args.target,
+                                    precision=args.precision, on_fail=on_fail)
+    except (ex.config.ConfigError, ex.checkpoint.CheckpointError, ex.verify.ParityError, FileExistsError,
+            ValueError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    """Re-run every graph's parity check against the checkpoint's torch modules (for CI pipelines)."""
+    """Re-run every graph's parity check against the checkpoint's torch modules (for CI pipelines).
+
+    fp32 graphs must match within their export tolerance; lowered graphs (fp16/int8/int4) their precision
+    gate's metric and threshold, measured against torch instead of the fp32 graph."""
     ex = _export_side(args.verbose)
     if ex is None:
         return 2
@@ -81,6 +96,13 @@ def _verify(args: argparse.Namespace) -> int:
         if entry is None:
             print(f"FAIL {spec.name}: not in the bundle")
             failed += 1
+            continue
+        if entry.precision != "fp32":  # a lowered graph is held to its precision gate, against torch
+            results = ex.quantize.gate_graph(spec, models, None, bundle / entry.file, entry.precision)
+            ok = all(r.passed for r in results)
+            print(f"{'ok  ' if ok else 'FAIL'} {spec.name} ({entry.precision}): " + ", ".join(
+                f"{r.metric} {r.value:.4g} (limit {r.threshold:g})" for r in results))
+            failed += not ok
             continue
         try:
             parity = ex.verify.check_parity(spec, models, bundle / entry.file)
@@ -130,16 +152,28 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_note(gate: dict) -> str:
+    """One phrase on how a graph got its precision (empty for a plain fp32 graph)."""
+    if not gate:
+        return ""
+    failed = [a["precision"] for a in gate["attempts"] if not a["passed"]]
+    if gate["chosen"] in failed:
+        return "  gate FAILED, kept anyway (--keep-failed)"
+    if failed:
+        return f"  asked {gate['requested']}: {', '.join(failed)} failed the gate"
+    return "  gate passed"
+
+
 def _info(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     m = load_manifest(bundle)
     g = m.gpt
-    print(f"bundle {bundle} (format {m.format_version})")
+    print(f"bundle {bundle} (format {m.format_version}, target {m.target})")
     print(f"gpt: {g.layers} layers x {g.model_dim} wide, {g.heads} heads, {g.number_mel_codes} mel codes, "
           f"{g.number_text_tokens} text tokens")
     for name, e in m.graphs.items():
         print(f"  {name:28s} {e.file:34s} {e.precision:5s} {e.device:4s} "
-              f"parity {e.parity.get('max_abs_diff', float('nan')):.2e}")
+              f"parity {e.parity.get('max_abs_diff', float('nan')):.2e}{_gate_note(e.gate)}")
     print(f"files: {len(m.files)}, {sum(f.size for f in m.files.values()) / 1e6:.1f} MB")
     if args.check:
         bad = verify_checksums(bundle, m)
@@ -147,6 +181,25 @@ def _info(args: argparse.Namespace) -> int:
             print(f"checksum mismatch: {', '.join(bad)}", file=sys.stderr)
             return 1
         print("all sha256 checksums match")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Each bundle and the torch reference (unless --no-torch), the same work, one child process each."""
+    from .bench import TORCH, Variant, Workload, parse_bundle, run_bench, write_reports
+
+    variants = [parse_bundle(b) for b in args.bundle]
+    if not args.no_torch:
+        if args.checkpoint is None:
+            print("error: --checkpoint is needed for the torch reference (or pass --no-torch)", file=sys.stderr)
+            return 2
+        variants.insert(0, Variant(TORCH, TORCH, Path(args.checkpoint)))
+    workload = Workload(codes=args.codes, beams=args.beams, steps=args.steps, cfg_rate=args.cfg_rate,
+                        seed=args.seed, **({"text": args.text} if args.text else {}))
+    report = run_bench(variants, workload, device=args.device, threads=args.threads, repeats=args.repeats,
+                       voice=args.voice, voice_seconds=args.voice_seconds,
+                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(write_reports(report, args.json, args.markdown), end="")
     return 0
 
 
@@ -159,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="checkpoint folder (config.yaml, gpt.pth, ...)")
     e.add_argument("--out", required=True, help="bundle folder to write")
     e.add_argument("--force", action="store_true", help="replace an existing bundle")
+    e.add_argument("--target", default="any", choices=("any", "cpu", "cuda"),
+                   help="any: every graph fp32 (default); cpu: INT8 GPT, encoders and DiT where their gates "
+                        "pass; cuda: fp16 with an fp16 KV cache")
+    e.add_argument("--precision", default=None, metavar="P|GRAPH=P,...",
+                   help="override the target's precisions (fp32, fp16, int8, int4): a bare value for every "
+                        "graph that allows it, GRAPH=P for one (e.g. gpt_decoder=int4)")
+    e.add_argument("--from-bundle", default=None, metavar="FP32_BUNDLE",
+                   help="lower this fp32 bundle (exported from the same checkpoint) instead of tracing again")
+    gate = e.add_mutually_exclusive_group()
+    gate.add_argument("--strict", action="store_true",
+                      help="fail when a graph misses its precision gate instead of falling back to a higher precision")
+    gate.add_argument("--keep-failed", action="store_true",
+                      help="ship graphs that miss their gate anyway, marked failed in the manifest "
+                           "(to measure speed on random weights; not for production)")
     for name, what in PATH_OPTIONS:
         e.add_argument(f"--{name}", default=None, metavar="PATH", help=f"{what}, if not in the checkpoint folder")
     e.set_defaults(run=_export)
@@ -189,6 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (default 5000)")
     sy.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
     sy.set_defaults(run=_synth)
+
+    b = sub.add_parser("bench", help="time bundles against the torch reference on the same work (torch: [export])")
+    b.add_argument("--checkpoint", default=None, metavar="CKPT", help="checkpoint folder for the torch reference")
+    b.add_argument("--bundle", action="append", default=[], required=True, metavar="[NAME=]PATH",
+                   help="a bundle to time (repeatable); NAME labels its row (default: the folder name)")
+    b.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    b.add_argument("--codes", type=int, default=250, help="codes per utterance, fixed (default 250)")
+    b.add_argument("--beams", type=int, default=3, help="beam-sampling beams (default 3, upstream)")
+    b.add_argument("--steps", type=int, default=25, help="CFM steps (default 25)")
+    b.add_argument("--cfg-rate", type=float, default=0.7, help="classifier-free guidance rate (default 0.7)")
+    b.add_argument("--repeats", type=int, default=1, help="timed runs per variant; medians are reported")
+    b.add_argument("--threads", type=int, default=None, help="torch.set_num_threads and ONNX Runtime intra-op threads")
+    b.add_argument("--no-torch", action="store_true", help="no torch reference row (runtime-only machines)")
+    b.add_argument("--text", default=None, help="the text to speak; must be one segment (default: an English sentence)")
+    b.add_argument("--voice", type=Path, default=None, metavar="AUDIO", help="voice prompt (default: a synthetic one)")
+    b.add_argument("--voice-seconds", type=float, default=10.0, help="length of the synthetic prompt (default 10)")
+    b.add_argument("--seed", type=int, default=0, help="code sampler seed")
+    b.add_argument("--json", type=Path, required=True, metavar="OUT.json")
+    b.add_argument("--markdown", type=Path, default=None, metavar="OUT.md")
+    b.set_defaults(run=_bench)
 
     i = sub.add_parser("info", help="describe a bundle")
     i.add_argument("bundle")

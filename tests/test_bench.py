@@ -1,0 +1,143 @@
+"""`indextts2-onnx bench`: the torch reference does the runtime's work, and the command reports it.
+
+* The torch reference pipeline (`export/torch_pipeline.py`) with greedy decoding reproduces the runtime
+  side of the bench (`runtime.bench.synthesize`): the same codes and the same waveform, so the bench
+  compares the same work. With beam sampling and a fixed seed, both make exactly the asked-for codes.
+* The CLI runs the torch reference and a bundle, each in a child process, and writes a JSON report whose
+  ratios are the reported torch numbers over the variant's, and a markdown table naming the variants.
+* `bench --no-torch` runs with torch made unimportable in every process (orchestrator and worker).
+
+Tiny sizes only, and one intra-op thread (the test machine is small and shared); nothing asserts on a
+timing, only that timings exist and are consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from indextts2_onnx.runtime import IndexTTS2
+from indextts2_onnx.runtime.audio import write_wav
+from indextts2_onnx.runtime.bench import STAGES, TIME_METRICS, VOICE_SR, Workload, synthesize, voice_signal
+from indextts2_onnx.runtime.cli import main
+
+torch = pytest.importorskip("torch")
+
+CODES = 24  # fixed: the stop token is banned until then
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def voice(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench_voice") / "voice.wav"
+    write_wav(path, voice_signal(3.0), VOICE_SR)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one intra-op thread for this module (restored after): fast and steady on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sides(tiny_checkpoint, tiny_bundle, one_thread):
+    from indextts2_onnx.export.torch_pipeline import TorchReference
+
+    return TorchReference.load(tiny_checkpoint), IndexTTS2(tiny_bundle, threads=1)
+
+
+def test_torch_reference_reproduces_the_runtime(sides, voice):
+    """Greedy (argmax after the repetition penalty) with the same noise seed: the only randomness left is the
+    CFM noise, drawn by both sides from default_rng(noise_seed).
+
+    Codes must be identical: fp32 ONNX and torch logits differ by ~1e-6 and this fixed case (seed-0 tiny
+    weights, this voice and text) has no step whose top two penalised scores are that close. The waveform
+    may differ by the fp32 noise of every stage carried through 4 Euler steps of the DiT with CFG and the
+    vocoder: atol 1e-3 on samples in [-1, 1] (observed ~2e-4), the end-to-end test's tolerance."""
+    from indextts2_onnx.export.torch_pipeline import synthesize as torch_synthesize
+
+    ref, tts = sides
+    work = Workload(codes=CODES, steps=STEPS, greedy=True, noise_seed=1234)
+    wav, codes, timings = synthesize(tts, voice, work)
+    t_wav, t_codes, t_timings = torch_synthesize(ref, voice, work)
+    assert codes.shape == (CODES,) and codes.dtype == np.int64
+    assert t_codes.tolist() == codes.tolist()
+    assert t_wav.shape == wav.shape == (256 * int(CODES * 1.72),)
+    np.testing.assert_allclose(t_wav, wav, atol=1e-3)
+    for t in (timings, t_timings):  # the same contiguous stages on both sides, summing to the total
+        assert set(t) == {*STAGES, "total_s"}
+        assert sum(t[s] for s in STAGES) == pytest.approx(t["total_s"], rel=1e-9)
+
+
+def test_beam_sampling_makes_exactly_the_fixed_number_of_codes(sides, voice):
+    ref, tts = sides
+    from indextts2_onnx.export.torch_pipeline import synthesize as torch_synthesize
+
+    work = Workload(codes=CODES, steps=1, beams=3, seed=7)
+    for codes in (synthesize(tts, voice, work)[1], torch_synthesize(ref, voice, work)[1]):
+        assert codes.shape == (CODES,)
+        assert 0 <= codes.min() and codes.max() < tts.manifest.acoustic.codebook_size  # no stop token
+
+
+def test_cli_bench_writes_json_and_markdown(tiny_checkpoint, tiny_bundle, tmp_path, capsys):
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    rc = main(["bench", "--checkpoint", str(tiny_checkpoint), "--bundle", f"fp32={tiny_bundle}", "--codes", "8",
+               "--steps", "2", "--beams", "2", "--repeats", "1", "--threads", "1", "--voice-seconds", "3",
+               "--json", str(out), "--markdown", str(md)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["workload"]["codes"] == 8 and report["workload"]["beams"] == 2
+    assert report["workload"]["steps"] == 2 and report["repeats"] == 1 and report["threads"] == 1
+    assert report["versions"]["torch"] and report["versions"]["onnxruntime"] and report["cpu_count"] >= 1
+    ref, row = report["variants"]
+    assert (ref["variant"], ref["kind"], row["variant"], row["kind"]) == ("torch", "torch", "fp32", "runtime")
+    for r in (ref, row):
+        assert r["median"]["codes"] == 8
+        for key in (*TIME_METRICS, "audio_s"):
+            assert r["median"][key] > 0, (r["variant"], key)
+        assert r["load_s"] > 0 and r["peak_rss_mib"] > 0 and r["size_mib"] > 0
+        assert r["peak_gpu_mib"] is None  # CPU run
+        assert len(r["runs"]) == 1
+    assert row["providers"] == ["CPUExecutionProvider"]
+    assert set(row["precision"].values()) == {"fp32"} and len(row["precision"]) == 10
+    speedup = row["vs_torch"]["speedup"]
+    for key in TIME_METRICS:
+        assert speedup[key] == pytest.approx(ref["median"][key] / row["median"][key], rel=1e-12), key
+    assert speedup["load_s"] == pytest.approx(ref["load_s"] / row["load_s"], rel=1e-12)
+    assert row["vs_torch"]["peak_rss_ratio"] == pytest.approx(row["peak_rss_mib"] / ref["peak_rss_mib"])
+    assert all(v == 1.0 for v in ref["vs_torch"]["speedup"].values())
+    table = md.read_text()
+    assert "| torch |" in table and "| fp32 |" in table and f"{speedup['total_s']:.2f}x" in table
+    assert table in capsys.readouterr().out
+
+
+def test_bench_without_torch(tiny_bundle, tmp_path):
+    """--no-torch with torch unimportable in every process: a sitecustomize on PYTHONPATH blocks it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ImportError("torch imported: " + name)
+        sys.meta_path.insert(0, NoTorch())
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "indextts2_onnx.runtime.cli", "bench", "--no-torch", "--bundle",
+                          str(tiny_bundle), "--codes", "4", "--steps", "1", "--beams", "2", "--threads", "1",
+                          "--voice-seconds", "2", "--json", str(out)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    (row,) = json.loads(out.read_text())["variants"]
+    assert row["variant"] == tiny_bundle.name and row["vs_torch"] is None and row["median"]["codes"] == 4
