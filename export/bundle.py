@@ -28,7 +28,7 @@ from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
 from .graphs import Models, all_graphs
-from .precision import DEVICE, ON_FAIL, GreedyProbe, Lowering, lower, move_graph, parse_precision
+from .precision import DEVICE, ON_FAIL, PROBED, GreedyProbe, Lowering, lower, move_graph, parse_precision
 from .modules.bigvgan import load_bigvgan
 from .modules.campplus import load_campplus
 from .modules.codec import load_codec
@@ -116,8 +116,8 @@ def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str
     """Replace the fp32 graphs in `folder` by their planned precision where the gates allow it."""
     work = folder / ".lowering"
     probe = None
-    if plan["gpt_decoder"] != "fp32":
-        progress("greedy reference codes of the fp32 decoder, for its gate")
+    if any(plan[name] != "fp32" for name in PROBED):
+        progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
         probe = GreedyProbe.build(folder, folder / "gpt_tables.npz", folder / "bpe.model", dims)
     records = {}
     try:
@@ -128,7 +128,7 @@ def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str
             move_graph(folder / f"{name}.onnx", fp32)
             progress(f"lowering {name} to {requested}")
             chosen, records[name] = lower(specs[name], models, fp32, work, requested, target, on_fail,
-                                          probe.gate if name == "gpt_decoder" and probe else None, progress)
+                                          probe, progress)
             move_graph(chosen, folder / f"{name}.onnx")
             shutil.rmtree(work)
     finally:

@@ -1,8 +1,9 @@
 """Precision plans, gates with fallback, and lowered bundles that the runtime runs (tiny random weights).
 
 Measured on the tiny bundle when these tests were written (ORT CPU, gates against the fp32 graphs):
-    cpu : gpt_decoder int8 logits rel-L2 0.023 but greedy agreement 0.12 -> falls back to fp32;
-          conditioning / w2v-BERT int8 cosine 0.9991-0.9997, dit int8 33 dB -> int8
+    cpu : gpt_decoder int8 logits rel-L2 0.023 but greedy agreement 0.0 -> falls back to fp32; emotion vector
+          int8 cosine 0.9997 but greedy agreement 0.12 -> fp32;
+          speaker conditioning / w2v-BERT int8 cosine 0.9991 / 0.9993, greedy 1.0 -> int8; dit int8 33 dB -> int8
     cuda: decoder int4 logits rel-L2 0.15 -> falls back to fp16 (rel-L2 7e-4, greedy 1.0); fp16 DiT 25 dB,
           BigVGAN 28 dB and codec cosine 0.9988 -> fp32. Random weights are ill-conditioned for fp16:
           rounding only the DiT's inputs to fp16 already costs ~30 dB (real weights are what the gate is for).
@@ -219,3 +220,20 @@ def test_manifest_1_0_bundles_still_load(tiny_bundle, tmp_path):
     (old / "manifest.json").write_text(json.dumps(d))
     m = load_manifest(old)
     assert m.target == "any" and all(g.gate == {} for g in m.graphs.values())
+
+
+def test_greedy_probe(tiny_bundle, tmp_path):
+    """The probe decodes from front-end features to codes; the fp32 graphs reproduce themselves exactly,
+    and a converted graph anywhere on the path is judged by the codes that come out."""
+    m = load_manifest(tiny_bundle)
+    probe = p.GreedyProbe.build(tiny_bundle, tiny_bundle / "gpt_tables.npz", tiny_bundle / "bpe.model", m.gpt)
+    assert len(probe.reference) == len(p.GATE_TEXTS)
+    assert all(0 < len(c) <= p.GATE_CODES for c in probe.reference)
+    assert len({tuple(c) for c in probe.reference}) == len(probe.reference)  # the prompts differ
+    same = probe.gate("gpt_decoder", tiny_bundle / "gpt_decoder.onnx")
+    assert same.passed and same.value == 1.0 and same.graph == "gpt_decoder"
+    int8 = q.quantize_int8(tiny_bundle / "gpt_decoder.onnx", tmp_path / "gpt_decoder.onnx")
+    result = probe.gate("gpt_decoder", int8)
+    assert not result.passed and result.value < 0.5, result  # measured 0.0: the first code already differs
+    probe.accept("gpt_decoder", int8)  # later gates run on top of accepted graphs
+    assert not probe.gate("semantic_encoder", tiny_bundle / "semantic_encoder.onnx").passed
