@@ -174,8 +174,10 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         np.save(tmp / "emotion_matrix.npy", emo)
         np.save(tmp / "speaker_matrix.npy", spk)
         shutil.copyfile(paths.bpe, tmp / "bpe.model")
+        acoustic = acoustic_dims(models)
+        models = Models(cfg)  # the gates below only size their inputs from the config: free the torch modules
         manifest = Manifest(
-            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic_dims(models), emo_num=list(cfg.emo_num),
+            format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic, emo_num=list(cfg.emo_num),
             graphs=graphs, files={}, target="any",
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
                     "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model",
@@ -210,8 +212,8 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     """A cpu or cuda bundle from an fp32 bundle already exported from this checkpoint, without tracing again
     (the full-size export traces for minutes; lowering and gating takes a fraction of that).
 
-    The source must be an untouched fp32 bundle (target "any", checksums intact); the checkpoint folder
-    supplies the configuration the gates size their inputs from."""
+    The source must be an untouched fp32 bundle (target "any", checksums intact); of the checkpoint folder
+    only config.yaml is read: the gates compare graphs with graphs and size their inputs from it."""
     source, out = Path(source), Path(out)
     src = load_manifest(source)
     if src.target != "any" or any(g.precision != "fp32" for g in src.graphs.values()):
@@ -225,7 +227,7 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     cfg = load_config(paths.config)
     if cfg.raw != src.config:
         raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")
-    models = load_models(paths, cfg, progress)
+    models = Models(cfg)  # no torch modules: graphs are gated against the source's fp32 graphs
     with staged_folder(out, force) as tmp:
         for name in src.files:
             shutil.copyfile(source / name, tmp / name)

@@ -37,8 +37,20 @@ class KVCache:
         self.arrays = list(presents)
 
     def reorder(self, rows: np.ndarray) -> None:
-        """Keep row `rows[i]` as new row i (beam search; also tiles a one-row prefill to all beams)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.shape[0] == self.rows and np.array_equal(rows, np.arange(self.rows)):
+        """Keep row `rows[i]` as new row i (beam search; also tiles a one-row prefill to all beams).
+
+        With the row count unchanged (every beam step) only the rows that change are copied, in place:
+        a fresh gathered copy of the whole cache cost 3-6x more on CPU, mostly allocating and faulting in
+        new memory (the cache is ~200 MB at full size with 3 beams and 300 positions)."""
+        rows = [int(r) for r in np.asarray(rows, dtype=np.int64)]
+        if len(rows) != self.rows or not all(a.flags.writeable for a in self.arrays):
+            self.arrays = [np.ascontiguousarray(a[rows]) for a in self.arrays]
             return
-        self.arrays = [np.ascontiguousarray(a[rows]) for a in self.arrays]
+        changed = [i for i, r in enumerate(rows) if r != i]
+        if not changed:
+            return
+        for a in self.arrays:
+            # sources that are overwritten before they are read are saved first
+            saved = {r: a[r].copy() for r in {rows[i] for i in changed} if r in changed}
+            for i in changed:
+                a[i] = saved[rows[i]] if rows[i] in saved else a[rows[i]]

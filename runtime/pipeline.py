@@ -91,6 +91,7 @@ class IndexTTS2:
         self._tokenizer = Tokenizer.load(self.bundle / tables["tokenizer"], max_chars=max_text_chars)
         self._mel_filterbank = np.load(self.bundle / tables["mel_filterbank"])
         self._graphs = graphs
+        self._latent_memo: tuple[np.ndarray, np.ndarray] | None = None
         self.metrics: dict[str, float] = {}
 
     @property
@@ -203,6 +204,15 @@ class IndexTTS2:
             )
         return ids
 
+    def _speaker_latent(self, spk: Speaker) -> np.ndarray:
+        """The GPT's speaker latents (1, 32, d) for `spk`, computed once per Speaker (every segment of a
+        text reuses them; the memo is keyed on the Speaker's semantic array, which nothing mutates)."""
+        memo = self._latent_memo
+        if memo is None or memo[0] is not spk.semantic:
+            latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
+            self._latent_memo = memo = (spk.semantic, latent)
+        return memo[1]
+
     def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
                        num_beams: int = 3, top_k: int = 30, top_p: float = 0.8, temperature: float = 0.8,
                        repetition_penalty: float = 10.0, max_codes: int = 1500,
@@ -228,7 +238,7 @@ class IndexTTS2:
         options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k, top_p=top_p,
                                   temperature=temperature, repetition_penalty=repetition_penalty)  # InputError
         t0 = time.perf_counter()
-        spk_latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
+        spk_latent = self._speaker_latent(spk)
         prefix = self._codes.prefix(spk_latent, emovec)
         t1 = time.perf_counter()
         codes = self._codes.generate(prefix, ids, options, int(max_codes), np.random.default_rng(seed),

@@ -13,6 +13,8 @@ What differs from upstream's code, not its numerics:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,8 +52,12 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
         k = torch.cat([past_k, k], dim=2)  # (B, nh, P+S, hs)
         v = torch.cat([past_v, v], dim=2)  # (B, nh, P+S, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(S, k.shape[2], x.dtype))
-        y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, C)
+        # written out rather than F.scaled_dot_product_attention: its ONNX form scales a transposed copy of
+        # the whole cache every step, which ONNX Runtime cannot fold into the MatMul (~15 % of a CPU step);
+        # q @ k^T * scale becomes one FusedMatMul. 1 / sqrt(hs) is exact for the power-of-two head sizes.
+        att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, S, P+S)
+        att = torch.softmax(att + causal_mask(S, k.shape[2], x.dtype), dim=-1)
+        y = torch.matmul(att, v).transpose(1, 2).reshape(B, S, C)  # (B, S, C)
         return self.c_proj(y), k, v
 
 

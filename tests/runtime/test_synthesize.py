@@ -62,6 +62,24 @@ def test_stream_yields_one_chunk_per_segment_and_synthesize_joins_them(tts, voic
     assert np.abs(wav).max() <= 1.0
 
 
+def test_stream_computes_the_speaker_latent_once(tiny_bundle, voice):
+    """Every segment of a text shares the speaker latents: the conditioning graph runs once per Speaker."""
+    tts = IndexTTS2(tiny_bundle)
+    calls = []
+    graph = tts._speaker_graph
+    run = graph.run
+    graph.run = lambda feeds: calls.append(1) or run(feeds)
+    spk = tts.prepare_speaker(voice)
+    chunks = list(tts.stream(TEXT, spk, seed=3, steps=2, max_tokens_per_segment=20))
+    assert len(chunks) >= 2 and len(calls) == 1
+    other = tts.prepare_speaker((np.roll(sf.read(voice, dtype="float32")[0][:, 0], 5000), 44100))
+    emovec = tts.emotion_vector(other)
+    codes_other, _ = tts.generate_codes([5, 6], other, emovec, greedy=True, max_codes=10)
+    assert len(calls) == 2  # a new Speaker gets its own latents
+    fresh = IndexTTS2(tiny_bundle).generate_codes([5, 6], other, emovec, greedy=True, max_codes=10)[0]
+    assert codes_other.tolist() == fresh.tolist()
+
+
 def test_emotion_prompt_from_a_file_changes_the_result(tts, voice, tmp_path):
     other = tmp_path / "other.flac"
     sf.write(other, 0.1 * np.random.default_rng(1).standard_normal(16000 * 2), 16000)
