@@ -268,7 +268,7 @@ def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: st
             f"{r.metric} {r.value:.4g} ({'ok' if r.passed else 'FAIL'}, limit {r.threshold:g})" for r in results))
         if passed or on_fail == "keep":
             record.chosen = precision
-            if probe is not None and spec.name in PROBED:
+            if passed and probe is not None and spec.name in PROBED:  # a kept failure would fail every later gate
                 probe.accept(spec.name, dst)
             return dst, record
         if on_fail == "error":

@@ -38,6 +38,7 @@ from ..runtime.audio import (emotion_waveform, kaldi_fbank, load_audio, log_mel,
                              speaker_waveforms)
 from ..runtime.bench import (Job, Output, Stopwatch, Workload, check_codes, measure, one_segment, peak_rss_mib,
                              worker_main)
+from ..runtime.gpt import ban_early_stop
 from ..runtime.s2mel import target_frames
 from ..runtime.sampling import SamplingOptions, make_decoder
 from ..runtime.text import Tokenizer
@@ -156,10 +157,7 @@ def generate_codes(gpt: UnifiedVoice, cond: Conditioning, options: SamplingOptio
     logits = logits.repeat(rows, 1)  # (rows, V)
     for k in range(1, max_codes + 1):
         scores = logits.float().cpu().numpy()  # the sampler is numpy, as in the runtime
-        if k <= min_codes:
-            scores = scores.copy()
-            scores[:, c.stop_mel_token] = -np.inf
-        step = decoder.update(scores)
+        step = decoder.update(ban_early_stop(scores, k, min_codes, c.stop_mel_token))
         if step.done:
             break
         if not np.array_equal(step.source_rows, np.arange(rows)):

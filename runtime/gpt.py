@@ -24,6 +24,16 @@ from .sessions import Graph
 TABLES = ("text_embedding", "text_pos_embedding", "mel_embedding", "mel_pos_embedding", "speed_embedding")
 
 
+def ban_early_stop(logits: np.ndarray, step: int, min_codes: int, stop_token: int) -> np.ndarray:
+    """HF `min_new_tokens`: before code `min_codes` is reached (steps 1..min_codes) the stop token's raw
+    logit is -inf, so a fixed number of codes can be asked for. Returns a copy only when it changes."""
+    if step > min_codes:
+        return logits
+    logits = np.array(logits, dtype=np.float32)
+    logits[:, stop_token] = -np.inf
+    return logits
+
+
 @dataclass(frozen=True)
 class GptTables:
     """The GPT's embedding tables (outside the decoder graph so one graph serves every call)."""
@@ -93,10 +103,7 @@ class CodeGenerator:
         for k in range(1, max_codes + 1):
             if trace is not None:
                 trace.append(logits)
-            if k <= min_codes:
-                logits = logits.copy()
-                logits[:, d.stop_mel_token] = -np.inf
-            step = decoder.update(logits)
+            step = decoder.update(ban_early_stop(logits, k, min_codes, d.stop_mel_token))
             if step.done:
                 break
             cache.reorder(step.source_rows)

@@ -46,3 +46,14 @@ def tiny_gpt(tiny_checkpoint):
 
     cfg = load_config(tiny_checkpoint / "config.yaml")
     return load_gpt(CheckpointPaths.of(tiny_checkpoint, cfg), cfg)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one intra-op thread for a module (restored after): toy-sized ops gain nothing from threads,
+    and on a busy 2-core runner they lose a lot."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

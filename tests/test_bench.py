@@ -41,15 +41,6 @@ def voice(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """torch on one intra-op thread for this module (restored after): fast and steady on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def sides(tiny_checkpoint, tiny_bundle, one_thread):
     from indextts2_onnx.export.torch_pipeline import TorchReference
 

@@ -237,3 +237,14 @@ def test_greedy_probe(tiny_bundle, tmp_path):
     assert not result.passed and result.value < 0.5, result  # measured 0.0: the first code already differs
     probe.accept("gpt_decoder", int8)  # later gates run on top of accepted graphs
     assert not probe.gate("semantic_encoder", tiny_bundle / "semantic_encoder.onnx").passed
+
+
+def test_kept_failures_do_not_judge_later_graphs(tiny_checkpoint, tiny_bundle, tmp_path):
+    """With --keep-failed the INT8 decoder ships despite its gate, but the speaker-conditioning gate after
+    it is still measured against fp32 everywhere else (it passes, as in a normal cpu export)."""
+    m = lower_bundle(CheckpointPaths.of(tiny_checkpoint), tiny_bundle, tmp_path / "kept", "cpu",
+                     precision="fp32,gpt_decoder=int8,gpt_speaker_conditioning=int8", on_fail="keep")
+    assert m.graphs["gpt_decoder"].precision == "int8" and not m.graphs["gpt_decoder"].gate["attempts"][0]["passed"]
+    speaker = m.graphs["gpt_speaker_conditioning"].gate["attempts"][0]
+    greedy = next(r for r in speaker["results"] if r["metric"] == "greedy_agreement")
+    assert speaker["passed"] and greedy["value"] == 1.0

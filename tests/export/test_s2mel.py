@@ -34,13 +34,7 @@ from conftest import DATA, REPO  # noqa: E402
 ATOL_ONNX = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy-sized ops gain nothing from threads; on a busy 2-core runner they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: toy-sized ops gain nothing from threads
 
 
 @pytest.fixture(scope="module")
