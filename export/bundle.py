@@ -119,11 +119,14 @@ def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str
     if any(plan[name] != "fp32" for name in PROBED):
         progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
         probe = GreedyProbe.build(folder, folder / "gpt_tables.npz", folder / "bpe.model", dims)
+    probed = [name for name in plan if name in PROBED and plan[name] != "fp32"]
     records = {}
     try:
         for name, requested in plan.items():
             if requested == "fp32":
                 continue
+            if all(n in records for n in probed):
+                probe = None  # every graph on the GPT path is done: free the fp32 sessions it holds
             fp32 = work / "fp32" / f"{name}.onnx"
             move_graph(folder / f"{name}.onnx", fp32)
             progress(f"lowering {name} to {requested}")
