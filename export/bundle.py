@@ -114,19 +114,18 @@ def _versions() -> dict:
 def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str], target: str, on_fail: str,
                   dims: GPTDims, progress: Progress) -> dict[str, Lowering]:
     """Replace the fp32 graphs in `folder` by their planned precision where the gates allow it."""
-    work = folder / ".lowering"
+    work, probe_dir = folder / ".lowering", folder / ".probe"
+    probed = [name for name in PROBED if plan[name] != "fp32"]
     probe = None
-    if any(plan[name] != "fp32" for name in PROBED):
-        progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
-        probe = GreedyProbe.build(folder, folder / "gpt_tables.npz", folder / "bpe.model", dims)
-    probed = [name for name in plan if name in PROBED and plan[name] != "fp32"]
     records = {}
     try:
+        if probed:
+            progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
+            _copy_graphs(folder, probe_dir, PROBED)  # the probe keeps reading fp32 files that get replaced
+            probe = GreedyProbe.build(probe_dir, folder / "gpt_tables.npz", folder / "bpe.model", dims)
         for name, requested in plan.items():
             if requested == "fp32":
                 continue
-            if all(n in records for n in probed):
-                probe = None  # every graph on the GPT path is done: free the fp32 sessions it holds
             fp32 = work / "fp32" / f"{name}.onnx"
             move_graph(folder / f"{name}.onnx", fp32)
             progress(f"lowering {name} to {requested}")
@@ -134,9 +133,23 @@ def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str
                                           probe, progress)
             move_graph(chosen, folder / f"{name}.onnx")
             shutil.rmtree(work)
+            attempts = records[name].attempts
+            if probe is not None and name in PROBED and attempts and attempts[-1].passed:
+                probe.accept(name, folder / f"{name}.onnx")  # a kept failure would fail every later gate
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(probe_dir, ignore_errors=True)
     return records
+
+
+def _copy_graphs(src: Path, dst: Path, names) -> None:
+    """Copies of graphs and their data files in `dst` (not hard links: onnx refuses to load external data
+    that has several links, and the quantizer loads the originals)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for f in (src / f"{name}.onnx", src / f"{name}.onnx.data"):
+            if f.exists():
+                shutil.copyfile(f, dst / f.name)
 
 
 @torch.no_grad()

@@ -166,35 +166,37 @@ class GreedyProbe:
 
     The reference runs the fp32 graphs; `gate(name, path)` swaps in one converted graph on top of those
     already accepted (`accept`), so the last gate measures the combination the bundle ships, and passes
-    only if every prompt's codes are reproduced. Logit error or cosine alone is not
-    enough: dynamic INT8 of the real GPT (and of its encoders) kept ~1 % logit error yet changed most
-    greedy codes (spec/peers.md). Inputs are seeded unit normals, the scale of SeamlessM4T's normalised
-    features; texts go through the bundle's tokenizer."""
+    only if every prompt's codes are reproduced. Logit error or cosine alone is not enough: dynamic INT8
+    of the real GPT (and of its encoders) kept ~1 % logit error yet changed most greedy codes
+    (spec/peers.md). Inputs are seeded unit normals, the scale of SeamlessM4T's normalised features;
+    texts go through the bundle's tokenizer. Graphs are loaded per run and released after it, so the
+    ~6 GB of fp32 sessions are not held while the quantizer works."""
 
-    graphs: dict[str, Graph]  # the fp32 graphs of PROBED, loaded (their files may move afterwards)
+    files: dict[str, Path]  # the fp32 graph files of PROBED
     prompts: list[tuple[np.ndarray, np.ndarray, list[int]]]  # (features (1, T, 160), mask (1, T), text ids)
     tables: GptTables
     dims: GPTDims
     reference: list[np.ndarray] = field(default_factory=list)
-    accepted: dict[str, Graph] = field(default_factory=dict)  # converted graphs that passed, by name
+    accepted: dict[str, Path] = field(default_factory=dict)  # converted graphs that passed, by name
 
     @staticmethod
     def build(folder: Path, tables: Path, tokenizer: Path, dims: GPTDims) -> "GreedyProbe":
-        """Load the fp32 graphs in `folder` and decode the reference codes."""
-        graphs = {name: _graph(folder / f"{name}.onnx", name) for name in PROBED}
+        """Prompts, and the reference codes of the fp32 graphs `<name>.onnx` in `folder`."""
         tok = Tokenizer.load(tokenizer)
         prompts = []
         for i, (text, frames) in enumerate(zip(GATE_TEXTS, GATE_SEMANTIC_FRAMES)):
             features = np.random.default_rng(1000 + i).standard_normal((1, frames, 160), dtype=np.float32)
             ids = [t for t in tok.segments(text)[0] if 0 <= t < dims.number_text_tokens][: dims.max_text_tokens]
             prompts.append((features, np.ones((1, frames), dtype=np.int64), ids))
-        probe = GreedyProbe(graphs, prompts, GptTables.load(tables), dims)
+        files = {name: folder / f"{name}.onnx" for name in PROBED}
+        probe = GreedyProbe(files, prompts, GptTables.load(tables), dims)
         probe.reference = probe.codes()
         return probe
 
-    def codes(self, swap: dict[str, Graph] | None = None) -> list[np.ndarray]:
-        """Greedy codes of every prompt, with the graphs named in `swap` replacing the fp32 ones."""
-        g = {**self.graphs, **(swap or {})}
+    def codes(self, swap: dict[str, Path] | None = None) -> list[np.ndarray]:
+        """Greedy codes of every prompt: accepted graphs and `swap` (name -> file) replace the fp32 ones."""
+        paths = {**self.files, **self.accepted, **(swap or {})}
+        g = {name: _graph(paths[name], name) for name in PROBED}
         gen = CodeGenerator(g["gpt_decoder"], self.tables, self.dims)
         options = SamplingOptions(greedy=True, num_beams=1)
         out = []
@@ -207,11 +209,11 @@ class GreedyProbe:
 
     def gate(self, name: str, path: Path) -> q.GateResult:
         """Greedy agreement with the graph at `path` as `name`, plus every graph accepted so far."""
-        return q.greedy_gate(self.reference, self.codes({**self.accepted, name: _graph(path, name)}), graph=name)
+        return q.greedy_gate(self.reference, self.codes({name: path}), graph=name)
 
     def accept(self, name: str, path: Path) -> None:
-        """`name` ships as the graph at `path`: later gates run with it."""
-        self.accepted[name] = _graph(path, name)
+        """`name` ships as the graph at `path` (its final place): later gates run with it."""
+        self.accepted[name] = path
 
 
 # --- lowering one graph -----------------------------------------------------------------------------------
@@ -268,8 +270,6 @@ def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: st
             f"{r.metric} {r.value:.4g} ({'ok' if r.passed else 'FAIL'}, limit {r.threshold:g})" for r in results))
         if passed or on_fail == "keep":
             record.chosen = precision
-            if passed and probe is not None and spec.name in PROBED:  # a kept failure would fail every later gate
-                probe.accept(spec.name, dst)
             return dst, record
         if on_fail == "error":
             raise PrecisionError(f"{spec.name}: {precision} failed its gate "
