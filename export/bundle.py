@@ -28,7 +28,7 @@ from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
 from .graphs import Models, all_graphs
-from .precision import DEVICE, ON_FAIL, PROBED, GreedyProbe, Lowering, lower, move_graph, parse_precision
+from .precision import DEVICE, PROBED, GreedyProbe, Lowering, check_on_fail, lower, move_graph, parse_precision
 from .modules.bigvgan import load_bigvgan
 from .modules.campplus import load_campplus
 from .modules.codec import load_codec
@@ -165,8 +165,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
     out = Path(out)
     check_out(out, force)
     plan = precision if isinstance(precision, dict) else parse_precision(precision, target)
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
+    check_on_fail(on_fail)
     cfg = load_config(paths.config)
     models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
@@ -238,8 +237,7 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     if bad:
         raise ValueError(f"{source}: files changed since export ({', '.join(bad)}); re-export it")
     plan = precision if isinstance(precision, dict) else parse_precision(precision, target)
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
+    check_on_fail(on_fail)
     cfg = load_config(paths.config)
     if cfg.raw != src.config:
         raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")

@@ -247,6 +247,12 @@ def gate(spec: GraphSpec, models: Models, fp32: Path, test: Path, precision: str
 ON_FAIL = ("fallback", "error", "keep")
 
 
+def check_on_fail(on_fail: str) -> None:
+    """ValueError unless `on_fail` is one of ON_FAIL (checked before any export work starts)."""
+    if on_fail not in ON_FAIL:
+        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
+
+
 def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: str, target: str,
           on_fail: str = "fallback", probe: GreedyProbe | None = None,
           progress: Callable[[str], None] = lambda msg: None) -> tuple[Path, Lowering]:
@@ -256,8 +262,7 @@ def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: st
     checked at export). When a gate fails, on_fail says what happens: "fallback" tries the next precision,
     "error" raises PrecisionError (`--strict`), "keep" ships the failed graph anyway with the failure on
     record (`--keep-failed`: for measuring speed on random weights, never for production)."""
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
+    check_on_fail(on_fail)
     record = Lowering(requested=requested, chosen="fp32")
     for precision in candidates(spec.name, requested, target):
         if precision == "fp32":

@@ -89,14 +89,6 @@ def _save(model: onnx.ModelProto, dst: Path) -> Path:
     return dst
 
 
-def matmul_nodes(src: Path) -> list[str]:
-    """Names of the MatMul nodes with a constant B, in graph order (to pick `exclude_nodes`, e.g. the head)."""
-    model = onnx.load(str(src), load_external_data=False)
-    consts = {i.name for i in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in consts]
-
-
 def quantize_int8(src: Path, dst: Path, exclude_nodes: Iterable[str] = ()) -> Path:
     """Dynamic INT8 copy of `src`: per-channel S8 weights on constant-B MatMuls, fp32 everywhere else.
 

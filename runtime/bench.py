@@ -48,7 +48,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from .audio import write_wav
+from .audio import synthetic_voice, write_wav
 from .errors import IndexTTS2Error, InputError
 from .manifest import load_manifest
 from .sampling import SamplingOptions
@@ -300,19 +300,6 @@ def parse_bundle(text: str) -> Variant:
     return Variant(name, RUNTIME, Path(path))
 
 
-def voice_signal(seconds: float, sr: int = VOICE_SR) -> np.ndarray:
-    """A deterministic voice-like mono prompt: a 15-harmonic buzz gliding around 120 Hz under a
-    4 Hz syllable envelope, faded in and out, over a little noise. float32, peak about 0.8."""
-    t = np.arange(int(sr * seconds)) / sr
-    f0 = 120 + 25 * np.sin(2 * np.pi * 0.5 * t) + 10 * np.sin(2 * np.pi * 3.1 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    buzz = sum(np.sin(k * phase) / k for k in range(1, 16))
-    syllables = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t) ** 2
-    fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.05)
-    noise = np.random.default_rng(0).standard_normal(t.shape) * 0.01
-    return (0.25 * syllables * fade * buzz + noise).astype(np.float32)
-
-
 def check_text(text: str, variants: list[Variant]) -> None:
     """Fail early, before any model loads, when the text is not one segment (first bundle's tokenizer)."""
     bundles = [v.path for v in variants if v.kind == RUNTIME]
@@ -385,7 +372,7 @@ def run_bench(variants: list[Variant], workload: Workload = Workload(), device: 
     with tempfile.TemporaryDirectory(prefix="indextts2-bench-") as tmp:
         if synthetic:
             voice = Path(tmp) / "voice.wav"
-            write_wav(voice, voice_signal(voice_seconds), VOICE_SR)
+            write_wav(voice, synthetic_voice(voice_seconds, VOICE_SR), VOICE_SR)
         rows = []
         for v in variants:
             progress(f"bench {v.name} ({v.kind}, {device}): load, warm-up, {repeats} timed run(s)")

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from indextts2_onnx.runtime import IndexTTS2
-from indextts2_onnx.runtime.audio import write_wav
-from indextts2_onnx.runtime.bench import STAGES, TIME_METRICS, VOICE_SR, Workload, synthesize, voice_signal
+from indextts2_onnx.runtime.audio import synthetic_voice, write_wav
+from indextts2_onnx.runtime.bench import STAGES, TIME_METRICS, VOICE_SR, Workload, synthesize
 from indextts2_onnx.runtime.cli import main
 
 torch = pytest.importorskip("torch")
@@ -36,7 +36,7 @@ STEPS = 4
 @pytest.fixture(scope="module")
 def voice(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench_voice") / "voice.wav"
-    write_wav(path, voice_signal(3.0), VOICE_SR)
+    write_wav(path, synthetic_voice(3.0, VOICE_SR), VOICE_SR)
     return path
 
 

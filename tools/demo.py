@@ -11,21 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from indextts2_onnx.runtime import IndexTTS2
-from indextts2_onnx.runtime.audio import write_wav
+from indextts2_onnx.runtime.audio import synthetic_voice, write_wav
 
 TEXT = "Hello! This is IndexTTS2 running on ONNX Runtime, without torch."
 
 
-def synthetic_voice(path: Path, sr: int = 22050, seconds: float = 3.0) -> Path:
-    """A voiced buzz with a wandering pitch and a syllable-rate envelope: a stand-in voice prompt."""
-    t = np.arange(int(sr * seconds)) / sr
-    f0 = 130 + 25 * np.sin(2 * np.pi * 0.8 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 10)) * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))
-    write_wav(path, 0.25 * x / np.abs(x).max(), sr)
+def write_prompt(path: Path, sr: int = 22050, seconds: float = 3.0) -> Path:
+    """The runtime's synthetic voice-like buzz as a WAV file: a stand-in voice prompt."""
+    write_wav(path, synthetic_voice(seconds, sr), sr)
     return path
 
 
@@ -39,7 +33,7 @@ def main() -> None:
     p.add_argument("--preset", default="default")
     args = p.parse_args()
     out = Path(args.out)
-    speaker = args.speaker or synthetic_voice(out.with_name(out.stem + "_prompt.wav"))
+    speaker = args.speaker or write_prompt(out.with_name(out.stem + "_prompt.wav"))
     tts = IndexTTS2(args.bundle)
     sr, wav = tts.synthesize(args.text, speaker, seed=args.seed, preset=args.preset)
     write_wav(out, wav, sr)
