@@ -1,80 +1,89 @@
-"""Text front end without torch or WeTextProcessing: normalise -> CJK spacing and upper-case ->
-SentencePiece pieces -> segments (architecture.md §3.5, upstream-quirks.md item 14).
+"""Text front end without torch: normalise -> CJK spacing and upper-case -> SentencePiece pieces ->
+segments (architecture.md §3.5, upstream-quirks.md item 14).
 
-Upstream (`indextts/utils/front.py`, `indextts/utils/common.py`) runs WeTextProcessing's pynini FSTs for
-number reading. Here the same *routing* and the same punctuation maps are reproduced exactly, and number
-reading is a small table-driven rewrite:
+Normalisation is upstream's `TextNormalizer.normalize` (`indextts/utils/front.py`) step for step, with
+the number reading done by `wetext` (WeTextProcessing's own grammars, compiled to FSTs and run on
+`kaldifst`, no pynini), the package upstream itself uses on macOS and Windows:
 
-* Language choice (exact): the Chinese path is taken when the text holds a CJK ideograph
-  (U+4E00..U+9FFF), or no Latin letter, or is a bare e-mail address, or contains a pinyin syllable with a
-  tone digit (`xuan4`); otherwise the English path.
-* Both paths (exact): `<word|pronunciation>` annotations pass through untouched; `what's / it's /
-  he's / there's ...` become `... is`; finally upstream's punctuation map (`char_rep_map`, plus `$` -> `.`
-  on the Chinese path) turns full-width and bracket/quote characters into `, . ! ? ' -` and `...` into `…`.
-* Chinese path: pinyin-with-tone syllables keep their digit (and `ju4 -> JV4` as upstream); `2024年5月1日`,
-  `2024/5/1`, `2024-05-01` -> `二零二四年五月一日`; `20:00` -> `二十点`, `8:30` -> `八点三十分`, `8:05:09` ->
-  `八点零五分九秒`; `¥12999` -> `一万二千九百九十九元` (also `$ € £`: 美元 欧元 英镑); `2.5%` -> `百分之二点五`;
-  `1/2` -> `二分之一`; `-3` -> `负三`; `2.5` -> `二点五`; `123` -> `一百二十三`; numbers with a leading zero or
-  more than 10 digits are read digit by digit.
-* English path: `$5` -> `five dollars`, `$12.50` -> `twelve dollars and fifty cents` (also `£ € ¥`);
-  `2.5%` -> `two point five percent`; `3:30` -> `three thirty`, `8:00` -> `eight o'clock`, `8:05` ->
-  `eight oh five`; `1st 22nd` -> `first twenty second`; `1,234` -> `one thousand two hundred and thirty
-  four`; `2.5` -> `two point five`; `-3` -> `minus three`; `beta2` -> `beta two`; leading-zero or over
-  10-digit numbers digit by digit.
+* Annotations `<word|pronunciation>` become `PRONPLACEHOLDER<a..z, aa..>PRONPLACEHOLDER` first and come
+  back last, untouched.
+* Routing (`use_chinese`, on the text with those placeholders): the Chinese path when the text holds a CJK
+  ideograph (U+4E00..U+9FFF), or no Latin letter, or is a bare e-mail address, or holds a pinyin syllable
+  with a tone digit (`xuan4`); otherwise the English path.
+* Both paths expand `what's / it's / he's / there's ...` to `... is` (no word boundary, as upstream:
+  `rabbit's` -> `rabbit is`) and shield hyphenated tech terms (`GPT-5-nano` -> `GPT<H>5<H>nano`, with `<H>`
+  and the spaces around it turned back into `-` afterwards).
+* Chinese path: right-strip, then pinyin syllables -> `<pinyin_a>` (restored with `ju4 -> JV4`), names
+  `中文·中文` -> `<n_a>`, the zh normaliser, restore, then upstream's `zh_char_rep_map`. English path: the
+  en normaliser, then `char_rep_map`. A normaliser error gives "" (Chinese) or the unnormalised text
+  (English), as upstream; it is logged.
+
+The two wetext normalisers are built on first use, once per process (`_normalizers`, thread-safe). The
+zh one is `Normalizer(lang="zh", operator="tn", remove_erhua=False, remove_interjections=False,
+traditional_to_simple=True, full_to_half=True)`: upstream's Linux call (WeTextProcessing
+`tn.chinese.normalizer.Normalizer(remove_interjections=False, remove_erhua=False)`) keeps that class's
+defaults `traditional_to_simple=True, full_to_half=True`, which wetext leaves off unless asked; upstream's
+own macOS/Windows call does not ask, so on traditional characters and full-width forms this follows the
+Linux path rather than upstream's wetext call. The en one is `Normalizer(lang="en", operator="tn")`.
+
+What is not exact. Routing, protections and maps are (the tests drive this module's routing with
+WeTextProcessing and get upstream's strings on every corpus row). The readings are wetext 0.1.8's, which
+differ from WeTextProcessing 1.2.0 (upstream on Linux) on 18 of the 269 sentences of
+tests/data/text_normalization.tsv, all listed in the README ("Text front end"): wetext leaves the FST's
+escapes in its output (`"` -> `\\"`, then `\\'` after the map; `\\` -> `\\\\`), strips leading spaces
+(dropped later anyway), fails on some English inputs (`3000+`, `+1 212 555 0100`: the text is then read
+as written) and reads a few English patterns differently (`M.2`, `0.05`, `$1,000`, `NO.1`, the
+spacing of `January 5, 1990`). No rule of our own is added on top. Where upstream's choice depends on
+Python's string hashing (several distinct pinyin syllables, names or tech terms, one inside another)
+the runtime replaces the longest first. The optional glossary is not implemented (upstream's is empty
+unless a glossary.yaml is loaded).
 
 Tokenisation and segmenting follow upstream exactly (`tokenize_pieces`, `split_segments`, including the
 apostrophe quirk); upstream's `warnings.warn` calls become `logging` warnings. `Tokenizer.segments` is
 stricter than upstream: empty, over-long, nothing-left or only-unknown text raises `InputError`.
-
-Known differences from upstream's WeTextProcessing output (listed for the README):
-* No measure units (`10km/h`), no `+` suffixes (`3000+`), no phone-number grammar (`135-4567-8900` is read as
-  three cardinals joined by `-`), no abbreviations/whitelist (`Mr.`, `Dr.`, `etc.`), no Roman numerals, no
-  traditional -> simplified conversion, no interjection or erhua handling (upstream disables both anyway).
-* Chinese: `2` is always `二` (WeTextProcessing may say `两`, e.g. before measure words or `千`); a bare
-  4-digit number without `年` or a date shape is a cardinal (`2024` -> `二千零二十四`).
-* Full-width digits and Latin letters are mapped to ASCII before number reading on both paths.
-* English: 4-digit numbers are cardinals, never years (`1998` -> `one thousand nine hundred and ninety
-  eight`); `AM/PM` are left as written; cardinals put `and` only after `hundred`.
-* Upstream's name protection (`中文·中文`) and tech-term protection (`GPT-5-nano`) exist only to keep
-  WeTextProcessing from reading `·`/`-` as symbols; here `-` is a minus sign only when no letter or digit
-  precedes it, which gives the same `GPT-五-nano`. The optional glossary is not implemented.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
+from typing import Callable
 
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-# --- language routing -------------------------------------------------------------------------------
+# --- upstream's patterns (front.py `TextNormalizer`) ----------------------------------------------------
 
 _IDEOGRAPH = re.compile("[\u4e00-\u9fff]")
 _LATIN = re.compile("[A-Za-z]")
-_EMAIL = re.compile(r"[A-Za-z0-9]+@[A-Za-z0-9]+\.[A-Za-z]+\n?")
+_EMAIL = re.compile(r"[A-Za-z0-9]+@[A-Za-z0-9]+\.[A-Za-z]+\n?")  # upstream: re.match(^...$)
 
-# Pinyin syllable + tone 1-5 (5 = neutral), not preceded by a letter: initials x finals as upstream accepts.
+# Pinyin syllable + tone 1-5 (5 = neutral), not preceded by a letter: the same set of syllables as
+# upstream's PINYIN_TONE_PATTERN (a match always ends at the first digit, so only the set matters).
 _INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "z",
              "c", "s", "r", "y", "w")
 _FINALS = ("iang", "iong", "uang", "vang", "üang", "ang", "eng", "ing", "ong", "ian", "iao", "uai", "uan",
            "van", "üan", "ai", "ei", "ua", "ui", "uo", "ao", "ou", "ia", "iu", "ie", "ue", "ve", "üe", "an",
            "en", "in", "un", "vn", "a", "e", "i", "o", "u", "ü", "v")
-_PINYIN = re.compile("(?<![a-z])(?:(?:%s)?(?:%s)|ng|er)[1-5]" % ("|".join(_INITIALS), "|".join(_FINALS)),
-                     re.IGNORECASE)
+PINYIN_TONE = re.compile("(?<![a-z])(?:(?:%s)?(?:%s)|ng|er)[1-5]" % ("|".join(_INITIALS), "|".join(_FINALS)),
+                         re.IGNORECASE)
 _JQX_U = re.compile(r"([jqx])[uü](n|e|an)*(\d)", re.IGNORECASE)
 
 _ANNOTATION = re.compile(r"<[^|>\n]+\|[^>\n]+>")
 _CONTRACTION = re.compile(r"(what|where|who|which|how|t?here|it|s?he|that|this)'s", re.IGNORECASE)
+_TECH_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)+")  # GPT-5-nano, F5-TTS (not 135-4567)
+_NAME = re.compile("[\u4e00-\u9fff]+(?:[-·—][\u4e00-\u9fff]+){1,2}")  # 克里斯托弗·诺兰
+_HYPHEN_HELD = re.compile(r"\s*<H>\s*")
 
 
 def use_chinese(text: str) -> bool:
     """Upstream's routing rule (`TextNormalizer.use_chinese`)."""
     if _IDEOGRAPH.search(text) or not _LATIN.search(text) or _EMAIL.fullmatch(text):
         return True
-    return _PINYIN.search(text) is not None
+    return PINYIN_TONE.search(text) is not None
 
 
 # --- punctuation maps: (source, replacement) in upstream's match precedence ---------------------------
@@ -102,222 +111,76 @@ def _map_punct(text: str, table) -> str:
     return pattern.sub(lambda m: mapping[m.group()], text)
 
 
-# Full-width digits and Latin letters -> ASCII (before number reading).
-_FULL_WIDTH = {code: code - 0xFEE0 for lo, hi in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
-               for code in range(lo, hi + 1)}
+# --- the wetext normalisers: built on first use, once per process -----------------------------------
 
-# --- numbers ---------------------------------------------------------------------------------------
+# wetext.Normalizer keyword arguments (see the module docstring for the choice).
+ZH_TN_ARGS = {"lang": "zh", "operator": "tn", "remove_erhua": False, "remove_interjections": False,
+              "traditional_to_simple": True, "full_to_half": True}
+EN_TN_ARGS = {"lang": "en", "operator": "tn"}
 
-_MAX_CARDINAL_DIGITS = 10  # longer integers (and those with a leading zero) are read digit by digit
-_NUM = r"\d{1,3}(?:,\d{3})+|\d+"  # integer, optionally with thousands commas
-
-_ZH_DIGITS = "零一二三四五六七八九"
-_ZH_GROUPS = ("", "万", "亿", "万亿")
-_ZH_CURRENCY = {"¥": "元", "￥": "元", "$": "美元", "€": "欧元", "£": "英镑"}
-
-_EN_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-            "sixteen seventeen eighteen nineteen").split()
-_EN_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_EN_GROUPS = ("", "thousand", "million", "billion")
-_EN_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-               "nine": "ninth", "twelve": "twelfth"}
-_EN_CURRENCY = {"$": ("dollar", "dollars"), "£": ("pound", "pounds"), "€": ("euro", "euros"),
-                "¥": ("yen", "yen"), "￥": ("yen", "yen")}
+_normalizers_lock = threading.Lock()
+_loaded: tuple | None = None
 
 
-def _digit_wise(digits: str, zh: bool) -> str:
-    return "".join(_ZH_DIGITS[int(d)] for d in digits) if zh else " ".join(_EN_ONES[int(d)] for d in digits)
+def _normalizers() -> tuple:
+    """(zh, en) wetext normalisers. The first call imports wetext, which reads its FSTs (see README)."""
+    global _loaded
+    if _loaded is None:
+        with _normalizers_lock:
+            if _loaded is None:
+                from wetext import Normalizer
 
-
-def _zh_under_10k(n: int) -> str:
-    out, zero = "", False
-    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
-        d = n // value % 10
-        if d == 0:
-            zero = zero or bool(out)
-            continue
-        out += ("零" if zero else "") + _ZH_DIGITS[d] + unit
-        zero = False
-    return out
-
-
-def zh_cardinal(n: int) -> str:
-    """123 -> 一百二十三, 1005 -> 一千零五, 100010000 -> 一亿零一万, 15 -> 十五."""
-    if n == 0:
-        return "零"
-    groups = []
-    while n:
-        groups.append(n % 10000)
-        n //= 10000
-    out, zero = "", False
-    for idx in range(len(groups) - 1, -1, -1):
-        g = groups[idx]
-        if g == 0:
-            zero = zero or bool(out)
-            continue
-        if out and (zero or g < 1000):
-            out += "零"
-        out += _zh_under_10k(g) + _ZH_GROUPS[idx]
-        zero = False
-    return out[1:] if out.startswith("一十") else out
-
-
-def _en_under_1000(n: int) -> list[str]:
-    words = []
-    if n >= 100:
-        words += [_EN_ONES[n // 100], "hundred"] + (["and"] if n % 100 else [])
-        n %= 100
-    if n >= 20:
-        words.append(_EN_TENS[n // 10])
-        n %= 10
-        if n:
-            words.append(_EN_ONES[n])
-    elif n or not words:
-        words.append(_EN_ONES[n])
-    return words
-
-
-def en_cardinal(n: int) -> str:
-    """1234 -> one thousand two hundred and thirty four (no hyphens: `-` is a segmenting token)."""
-    if n == 0:
-        return "zero"
-    words, idx = [], 0
-    while n:
-        n, g = divmod(n, 1000)
-        if g:
-            words = _en_under_1000(g) + ([_EN_GROUPS[idx]] if idx else []) + words
-        idx += 1
-    return " ".join(words)
-
-
-def en_ordinal(n: int) -> str:
-    words = en_cardinal(n).split()
-    last = words[-1]
-    if last in _EN_ORDINAL:
-        words[-1] = _EN_ORDINAL[last]
-    elif last.endswith("y"):
-        words[-1] = last[:-1] + "ieth"
-    else:
-        words[-1] = last + "th"
-    return " ".join(words)
-
-
-def _integer(text: str, zh: bool) -> str:
-    digits = text.replace(",", "")
-    if (len(digits) > 1 and digits[0] == "0") or len(digits) > _MAX_CARDINAL_DIGITS:
-        return _digit_wise(digits, zh)
-    return zh_cardinal(int(digits)) if zh else en_cardinal(int(digits))
-
-
-def _number(integer: str, fraction: str | None, zh: bool) -> str:
-    """Cardinal, or decimal with the fraction read digit by digit."""
-    head = _integer(integer, zh)
-    if not fraction:
-        return head
-    return head + "点" + _digit_wise(fraction, True) if zh else f"{head} point {_digit_wise(fraction, False)}"
-
-
-# --- the two rule tables ------------------------------------------------------------------------------
-# Each rule: (regex, function(match) -> replacement). Applied in order; English replacements are padded
-# with spaces where they touch a letter or digit.
-
-def _zh_date(m: re.Match) -> str:
-    year, month, day = m.group("y"), m.group("m"), m.group("d")
-    out = _digit_wise(year, True) + "年" if year else ""
-    out += zh_cardinal(int(month)) + "月" if month else ""
-    return out + (zh_cardinal(int(day)) + (m.group("dsuf") or "日") if day else "")
-
-
-def _zh_time(m: re.Match) -> str:
-    h, mi, s = int(m.group(1)), int(m.group(2)), m.group(3)
-    out = zh_cardinal(h) + "点"
-    if mi or s:
-        out += ("零" if 0 < mi < 10 else "") + zh_cardinal(mi) + "分"
-    if s and int(s):
-        out += zh_cardinal(int(s)) + "秒"
-    return out
-
-
-_ZH_RULES = (
-    # 2024/5/1, 2024-05-01
-    (re.compile(r"(?<!\d)(?P<y>\d{4})[/-](?P<m>0?[1-9]|1[0-2])[/-](?P<d>0?[1-9]|[12]\d|3[01])(?P<dsuf>)(?!\d)"),
-     _zh_date),
-    # 2024年[5月[1日/号]], then 5月[1日/号], then 1日/号
-    (re.compile(r"(?<!\d)(?P<y>\d{4})年(?:(?P<m>0?[1-9]|1[0-2])月(?:(?P<d>0?[1-9]|[12]\d|3[01])(?P<dsuf>[日号]))?)?"),
-     _zh_date),
-    (re.compile(r"(?<!\d)(?P<y>)(?P<m>0?[1-9]|1[0-2])月(?:(?P<d>0?[1-9]|[12]\d|3[01])(?P<dsuf>[日号]))?"),
-     _zh_date),
-    (re.compile(r"(?<!\d)(?P<y>)(?P<m>)(?P<d>0?[1-9]|[12]\d|3[01])(?P<dsuf>[日号])"), _zh_date),
-    (re.compile(r"(?<!\d)([01]?\d|2[0-4]):([0-5]\d)(?::([0-5]\d))?(?!\d)"), _zh_time),
-    (re.compile(r"([¥￥$€£])\s?(%s)(?:\.(\d+))?" % _NUM),
-     lambda m: _number(m.group(2), m.group(3), True) + _ZH_CURRENCY[m.group(1)]),
-    (re.compile(r"(?<![A-Za-z0-9.])-(?=\d)"), lambda m: "负"),
-    (re.compile(r"(%s)(?:\.(\d+))?\s?[%%％]" % _NUM), lambda m: "百分之" + _number(m.group(1), m.group(2), True)),
-    (re.compile(r"(?<![\d/])(\d+)/(\d+)(?![\d/])"),
-     lambda m: _integer(m.group(2), True) + "分之" + _integer(m.group(1), True)),
-    (re.compile(r"(%s)(?:\.(\d+))?" % _NUM), lambda m: _number(m.group(1), m.group(2), True)),
-)
-
-
-def _en_time(m: re.Match) -> str:
-    h, mi = int(m.group(1)), int(m.group(2))
-    if mi == 0:
-        return f"{en_cardinal(h)} o'clock"
-    return f"{en_cardinal(h)} {'oh ' if mi < 10 else ''}{en_cardinal(mi)}"
-
-
-def _en_money(m: re.Match) -> str:
-    one, many = _EN_CURRENCY[m.group(1)]
-    whole, frac = m.group(2), m.group(3)
-    if frac and len(frac) > 2:
-        return f"{_number(whole, frac, False)} {many}"
-    n = int(whole.replace(",", ""))
-    out = f"{_integer(whole, False)} {one if n == 1 else many}"
-    cents = int(frac.ljust(2, "0")) if frac else 0
-    if cents:
-        out += f" and {en_cardinal(cents)} {'cent' if cents == 1 else 'cents'}"
-    return out
-
-
-_EN_RULES = (
-    (re.compile(r"([$£€¥￥])\s?(%s)(?:\.(\d+))?" % _NUM), _en_money),
-    (re.compile(r"(?<![A-Za-z0-9.])-(?=\d)"), lambda m: "minus"),
-    (re.compile(r"(%s)(?:\.(\d+))?\s?%%" % _NUM), lambda m: _number(m.group(1), m.group(2), False) + " percent"),
-    (re.compile(r"(?<!\d)([01]?\d|2[0-4]):([0-5]\d)(?!\d)"), _en_time),
-    (re.compile(r"(?<!\d)(\d+)(st|nd|rd|th)\b", re.IGNORECASE), lambda m: en_ordinal(int(m.group(1)))),
-    (re.compile(r"(%s)(?:\.(\d+))?" % _NUM), lambda m: _number(m.group(1), m.group(2), False)),
-)
-
-
-def _apply_rules(text: str, rules, pad: bool) -> str:
-    for pattern, fn in rules:
-        def replace(m: re.Match, fn=fn) -> str:
-            out = fn(m)
-            if pad:
-                before, after = m.string[m.start() - 1:m.start()], m.string[m.end():m.end() + 1]
-                out = (" " if before.isalnum() else "") + out + (" " if after.isalnum() else "")
-            return out
-        text = pattern.sub(replace, text)
-    return text
+                _loaded = (Normalizer(**ZH_TN_ARGS), Normalizer(**EN_TN_ARGS))
+    return _loaded
 
 
 # --- normalize ----------------------------------------------------------------------------------------
 
-_PLACEHOLDER = 0x100000  # plane-16 private-use characters stand in for protected spans while rewriting
+
+def _alpha_tag(n: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa (upstream's annotation placeholder numbering)."""
+    tag = ""
+    while True:
+        tag = chr(ord("a") + n % 26) + tag
+        n = n // 26 - 1
+        if n < 0:
+            return tag
 
 
-def _protect(text: str, pattern: re.Pattern, store: list[str]) -> str:
-    """Replace each match by one private-use character indexing `store` (shared by all protections)."""
+def _hold_annotations(text: str) -> tuple[str, dict[str, str]]:
+    held: dict[str, str] = {}
+
     def hold(m: re.Match) -> str:
-        store.append(m.group())
-        return chr(_PLACEHOLDER + len(store) - 1)
-    return pattern.sub(hold, text)
+        key = f"PRONPLACEHOLDER{_alpha_tag(len(held))}PRONPLACEHOLDER"
+        held[key] = m.group()
+        return key
+
+    return _ANNOTATION.sub(hold, text), held
 
 
-def _restore(text: str, store: list[str], first: int = 0) -> str:
-    for i in range(first, len(store)):
-        text = text.replace(chr(_PLACEHOLDER + i), store[i])
+def _hold(text: str, pattern: re.Pattern, placeholder: str) -> tuple[str, list[str]]:
+    """Replace every occurrence of each distinct match by `placeholder` with its letter (a, b, ...).
+
+    Upstream orders the distinct matches as a Python `set` does (hash-dependent); here the longest go
+    first (then first occurrence), so a match inside a longer one never splits it."""
+    found = list(dict.fromkeys(pattern.findall(text)))
+    found.sort(key=len, reverse=True)
+    for i, span in enumerate(found):
+        text = text.replace(span, placeholder.format(chr(ord("a") + i)))
+    return text, found
+
+
+def _release(text: str, found: list[str], placeholder: str) -> str:
+    for i, span in enumerate(found):
+        text = text.replace(placeholder.format(chr(ord("a") + i)), span)
     return text
+
+
+def _hold_tech_terms(text: str) -> tuple[str, bool]:
+    terms = sorted(dict.fromkeys(_TECH_TERM.findall(text)), key=len, reverse=True)
+    for term in terms:
+        text = text.replace(term, term.replace("-", "<H>"))
+    return text, bool(terms)
 
 
 def _correct_pinyin(syllable: str) -> str:
@@ -327,22 +190,45 @@ def _correct_pinyin(syllable: str) -> str:
     return _JQX_U.sub(r"\1v\2\3", syllable).upper()
 
 
-def normalize(text: str) -> str:
-    """Upstream `TextNormalizer.normalize` without WeTextProcessing (see the module docstring)."""
-    held: list[str] = []
-    text = _protect(text, _ANNOTATION, held)
-    n_annotations = len(held)
-    # Upstream routes on text whose annotations are letter-only placeholders: route the same way.
-    chinese = use_chinese(_restore(text, ["A"] * n_annotations))
-    text = _CONTRACTION.sub(r"\1 is", text).translate(_FULL_WIDTH)
+def normalize_with(text: str, zh_tn: Callable[[str], str], en_tn: Callable[[str], str]) -> str:
+    """Upstream's `TextNormalizer.normalize` around two number readers (the zh and the en normaliser's
+    `normalize`): `normalize` passes wetext's, the tests also WeTextProcessing's."""
+    text, annotations = _hold_annotations(text)
+    chinese = use_chinese(text)
+    text = _CONTRACTION.sub(r"\1 is", text)
     if chinese:
-        text = _protect(text.rstrip(), _PINYIN, held)
-        held[n_annotations:] = [_correct_pinyin(p) for p in held[n_annotations:]]
-        text = _apply_rules(text, _ZH_RULES, pad=False)
-        text = _map_punct(_restore(text, held, first=n_annotations), _ZH_PUNCT)
+        held, hyphens = _hold_tech_terms(text.rstrip())
+        held, syllables = _hold(held, PINYIN_TONE, "<pinyin_{}>")
+        held, names = _hold(held, _NAME, "<n_{}>")
+        try:
+            out = zh_tn(held)
+        except Exception as e:  # upstream prints the traceback and goes on with ""
+            logger.warning("the zh normaliser failed on %r (%s: %s); upstream then reads nothing",
+                           held, type(e).__name__, e)
+            out = ""
+        out = _release(out, names, "<n_{}>")
+        out = _release(out, [_correct_pinyin(s) for s in syllables], "<pinyin_{}>")
+        out = _HYPHEN_HELD.sub("-", out) if hyphens else out
+        out = _map_punct(out, _ZH_PUNCT)
     else:
-        text = _map_punct(_apply_rules(text, _EN_RULES, pad=True), _EN_PUNCT)
-    return _restore(text, held[:n_annotations])
+        held, hyphens = _hold_tech_terms(text)
+        try:
+            out = en_tn(held)
+            out = _HYPHEN_HELD.sub("-", out) if hyphens else out
+        except Exception as e:  # upstream prints the traceback and goes on with the text as it was
+            logger.warning("the en normaliser failed on %r (%s: %s); the text is read as written, as "
+                           "upstream does", held, type(e).__name__, e)
+            out = text
+        out = _map_punct(out, _EN_PUNCT)
+    for key, annotation in annotations.items():
+        out = out.replace(key, annotation)
+    return out
+
+
+def normalize(text: str) -> str:
+    """Upstream's `TextNormalizer.normalize` with wetext reading the numbers (module docstring)."""
+    zh, en = _normalizers()
+    return normalize_with(text, zh.normalize, en.normalize)
 
 
 # --- tokenisation ------------------------------------------------------------------------------------
