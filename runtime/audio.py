@@ -15,9 +15,11 @@ its mel filters, so that librosa is never needed at run time.
 from __future__ import annotations
 
 import math
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +30,12 @@ from .errors import InputError
 SPEAKER_SR = 22050          # librosa.load default: the speaker prompt and the s2mel / BigVGAN rate
 SEMANTIC_SR = 16000         # w2v-BERT, CAMPPlus and the emotion prompt
 MAX_PROMPT_SECONDS = 15     # upstream cuts *after* resampling: 15 * target_sr samples
+
+# ---- input caps (checked from the file header, before decoding) ----
+MAX_AUDIO_BYTES = 64 * 2**20  # 64 MiB: 6 min of 16-bit stereo 44.1 kHz WAV; a prompt needs 15 s
+MAX_AUDIO_SECONDS = 600       # 10 min: a longer file is almost surely not a voice prompt
+READ_SECONDS = MAX_PROMPT_SECONDS + 1  # decoded at most: the 15 s upstream keeps, plus a second of
+                                       # context so the resamplers see the same samples up to the cut
 
 # ---- torchaudio.transforms.Resample defaults (speaker path 22050 -> 16000, quirk 5) ----
 SINC_WIDTH = 6              # lowpass_filter_width (zero crossings each side)
@@ -42,6 +50,7 @@ FBANK_LOW_HZ = 20.0
 FBANK_HIGH_HZ = 8000.0      # high_freq 0 -> Nyquist
 PREEMPHASIS = 0.97
 POVEY_POWER = 0.85          # povey window = symmetric Hann ** 0.85
+CAMPPLUS_MIN_FRAMES = 8     # CAMPPlus (runtime/prompt.py) needs 8 fbank frames: the shortest prompt is 95 ms
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # 1.1920928955078125e-07: log floor in both extractors
 
 # ---- SeamlessM4TFeatureExtractor, w2v-bert-2.0 preprocessor_config.json ----
@@ -62,26 +71,56 @@ AudioSource = Union[str, Path, tuple]
 
 # ------------------------------------------------------------------------------------------------ loading
 
-def load_audio(source: AudioSource) -> tuple[np.ndarray, int]:
+def load_audio(source: AudioSource, max_seconds: float | None = READ_SECONDS) -> tuple[np.ndarray, int]:
     """Read a file soundfile can decode (wav, flac, ogg, mp3, ...) or take an `(array, sample_rate)` tuple.
 
     Returns `(audio float32, shape = (n,), sample_rate)`: mono by averaging the channels, as librosa.load
-    does; integer arrays are scaled to [-1, 1) as soundfile scales integer PCM. Raises InputError for a
-    missing, unreadable or empty source (the path is in the message)."""
+    does; integer arrays are scaled to [-1, 1) as soundfile scales integer PCM. Only the first
+    `max_seconds` are decoded (None: all): upstream keeps 15 s after resampling, and the resamplers give
+    the same samples up to that cut from 16 s as from the whole file. A file larger than
+    MAX_AUDIO_BYTES or, by its header, longer than MAX_AUDIO_SECONDS is refused before decoding.
+    Raises InputError naming the file for a missing, unreadable, oversized or empty source."""
     if isinstance(source, tuple):
         if len(source) != 2:
             raise InputError(f"audio tuple has {len(source)} items", "pass (array, sample_rate)")
         audio, sr = source
-        return _to_mono(_as_float(np.asarray(audio)), "audio array"), _check_rate(sr, "audio array")
+        sr = _check_rate(sr, "audio array")
+        audio = np.asarray(audio)
+        if max_seconds is not None:
+            audio = audio[: int(math.ceil(max_seconds * sr))]
+        return _to_mono(_as_float(audio), "audio array"), sr
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"audio: expected a file path or (samples, sample_rate), got {type(source).__name__}")
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: audio file not found", "check the path")
+    frames = _checked_frames(path, max_seconds)
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
+        audio, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)  # (frames, channels)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError by backend
         raise InputError(f"{path}: not a readable audio file ({e})",
                          "use wav, flac, ogg or mp3") from e
     return _to_mono(audio, str(path)), _check_rate(sr, str(path))
+
+
+def _checked_frames(path: Path, max_seconds: float | None) -> int:
+    """Frames to decode from `path` (-1: all), after the size and duration caps (InputError naming it)."""
+    size = path.stat().st_size
+    if size > MAX_AUDIO_BYTES:
+        raise InputError(f"{path}: {size / 2**20:.3g} MiB, larger than the {MAX_AUDIO_BYTES / 2**20:.3g} MiB "
+                         "accepted for a voice prompt", f"cut it to the {MAX_PROMPT_SECONDS} s the model uses")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # as in load_audio
+        raise InputError(f"{path}: not a readable audio file ({e})", "use wav, flac, ogg or mp3") from e
+    known = info.samplerate > 0 and 0 <= info.frames < 2**62  # pipes and some streams report no length
+    if known and info.frames > MAX_AUDIO_SECONDS * info.samplerate:
+        raise InputError(f"{path}: {info.frames / info.samplerate:.0f} s long, longer than the "
+                         f"{MAX_AUDIO_SECONDS} s accepted for a voice prompt",
+                         f"cut it to the {MAX_PROMPT_SECONDS} s the model uses")
+    if max_seconds is None or info.samplerate <= 0:
+        return -1
+    return int(math.ceil(max_seconds * info.samplerate))
 
 
 def _as_float(audio: np.ndarray) -> np.ndarray:
@@ -229,28 +268,31 @@ def _kaldi_power_spectrum(x: np.ndarray) -> np.ndarray:
 
 
 def _check_frames(x: np.ndarray, name: str, min_frames: int = 1) -> np.ndarray:
+    """x as float32 (n,) when it holds `min_frames` 25 ms frames, else InputError naming the source."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     need = FBANK_FRAME + (min_frames - 1) * FBANK_HOP
     if x.size < need:
-        raise InputError(f"{name}: {x.size} samples at 16 kHz, need at least {need}", "use a longer prompt")
+        raise InputError(f"{name}: too short: {x.size} samples at 16 kHz, need at least {need}",
+                         "use a longer prompt: a few seconds of speech")
     return x
 
 
-def kaldi_fbank(audio_16k: np.ndarray) -> np.ndarray:
+def kaldi_fbank(audio_16k: np.ndarray, name: str = "kaldi_fbank", min_frames: int = 1) -> np.ndarray:
     """torchaudio.compliance.kaldi.fbank(audio[None], num_mel_bins=80, dither=0, sample_frequency=16000)
     with every other default (quirk 7): float audio in [-1, 1] (not int16-scaled), snip_edges, povey,
     pre-emphasis 0.97, DC removal, FFT 512, power, 20 Hz - 8 kHz, log with a float32-eps floor.
 
     Returns float32, shape = (F, 80), F = 1 + (N - 400)//160. The time-mean subtraction upstream applies
-    before CAMPPlus is *not* done here (runtime/prompt.py does it)."""
-    x = _check_frames(audio_16k, "kaldi_fbank")
+    before CAMPPlus is *not* done here (runtime/prompt.py does it). Fewer than `min_frames` frames is an
+    InputError naming the input `name` (a voice prompt asks for CAMPPLUS_MIN_FRAMES)."""
+    x = _check_frames(audio_16k, name, min_frames)
     mel = _kaldi_power_spectrum(x) @ kaldi_mel_filterbank().T                 # (F, 80)
     return np.log(np.maximum(mel, FLOAT32_EPS)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ SeamlessM4T (w2v-BERT)
 
-def seamless_features(audio_16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def seamless_features(audio_16k: np.ndarray, name: str = "seamless_features") -> tuple[np.ndarray, np.ndarray]:
     """transformers SeamlessM4TFeatureExtractor with w2v-bert-2.0's config (quirk 8, spec §3.4).
 
     Kaldi log-mel of the int16-scaled audio (same frame processing and Kaldi-scale mel triangles as
@@ -259,8 +301,8 @@ def seamless_features(audio_16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     frame pairs. Needs at least 2 frames (560 samples): with one frame the ddof=1 variance is NaN.
 
     Returns (input_features float32, shape = (1, Ts, 160); attention_mask int64, shape = (1, Ts)),
-    Ts = ceil(F / 2); for odd F the last row is half padding with mask 0."""
-    x = _check_frames(audio_16k, "seamless_features", min_frames=2)
+    Ts = ceil(F / 2); for odd F the last row is half padding with mask 0. `name` labels a too-short input."""
+    x = _check_frames(audio_16k, name, min_frames=2)
     power = _kaldi_power_spectrum(x.astype(np.float64) * INT16_SCALE)         # (F, 257)
     feats = np.log(np.maximum(power @ kaldi_mel_filterbank().T, FLOAT32_EPS)).astype(np.float32)  # (F, 80)
     f64 = feats.astype(np.float64)
@@ -275,17 +317,17 @@ def seamless_features(audio_16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ s2mel log-mel
 
-def log_mel(audio_22k: np.ndarray, filterbank: np.ndarray) -> np.ndarray:
+def log_mel(audio_22k: np.ndarray, filterbank: np.ndarray, name: str = "log_mel") -> np.ndarray:
     """s2mel `mel_spectrogram` (quirk 6): reflect-pad 384 both sides, 1024-sample frames every 256
     (center=False), periodic Hann 1024, |X| = sqrt(re^2 + im^2 + 1e-9), mel projection, log(max(x, 1e-5)).
 
     filterbank : float, shape = (80, 513): the Slaney bank librosa.filters.mel(sr=22050, n_fft=1024,
         n_mels=80, fmin=0, fmax=None) that the bundle ships (export/filterbanks.py).
-    Returns float32, shape = (1, 80, N // 256)."""
+    Returns float32, shape = (1, 80, N // 256). `name` labels a too-short input."""
     x = np.asarray(audio_22k, dtype=np.float32).reshape(-1)
     if x.size <= MEL_PAD:
-        raise InputError(f"log_mel: {x.size} samples at 22.05 kHz, need more than {MEL_PAD}",
-                         "use a longer prompt")
+        raise InputError(f"{name}: too short: {x.size} samples at 22.05 kHz, need more than {MEL_PAD}",
+                         "use a longer prompt: a few seconds of speech")
     filterbank = np.asarray(filterbank)
     if filterbank.shape != (filterbank.shape[0], MEL_NFFT // 2 + 1):
         raise InputError(f"log_mel: filterbank shape {filterbank.shape}",
@@ -320,22 +362,72 @@ def to_int16(wav: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(wav, dtype=np.float32) * 32767.0, -32767.0, 32767.0).astype(np.int16)
 
 
+def _create_unique(folder: Path, name: str) -> tuple[int, Path]:
+    """A new, empty `<name>.<random>.part` in `folder`, opened for writing -> (fd, path).
+
+    O_CREAT | O_EXCL, as `tempfile.mkstemp` does, so nothing that already exists at the name (a file, a
+    planted symlink) is ever opened; unlike mkstemp the mode is 0o666 less the umask, the permissions a
+    plain open() gives, so the renamed output is as readable as any other new file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = folder / f"{name}.{secrets.token_hex(6)}.part"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {name} in {folder}")
+
+
+def check_output_path(path: str | Path) -> Path:
+    """`path` if a file can be written there, else InputError: its folder exists and is writable (a
+    temporary file is created and removed there) and the path itself is not a folder. Called before any
+    synthesis work, so a bad --out fails in a second instead of after minutes of generation."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder", "give a file name, e.g. out.wav")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"{path}: the folder {folder} {what}", "create it or choose another output path")
+    try:
+        fd, tmp = _create_unique(folder, path.name)
+        os.close(fd)
+        tmp.unlink()
+    except OSError as e:
+        raise InputError(f"{path}: cannot write in {folder} ({e.strerror or e})",
+                         "choose a writable folder") from e
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str) -> None:
+    """Write `path` through `write(file)` atomically: into a temporary file unique to this call
+    (`<name>.<random>.part` in the same folder, `_create_unique`), then renamed over `path`. Readers see the old
+    file or the whole new one; a failed write leaves nothing; two writers never share a temporary file,
+    and a symlink planted at a predictable name cannot redirect the write. OSError and soundfile errors
+    become InputError naming the path; `what` names the kind of file in the message."""
+    path = Path(check_output_path(path))
+    tmp = None
+    try:
+        fd, tmp = _create_unique(path.parent, path.name)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+        tmp = None
+    except (OSError, RuntimeError) as e:  # soundfile's LibsndfileError is a RuntimeError
+        raise InputError(f"{path}: cannot write the {what} ({e})") from e
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
 def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM WAV, written atomically: a failed write leaves no file behind."""
+    """16-bit PCM WAV, written atomically (`atomic_write`): a failed write leaves no file behind."""
     path = Path(path)
     wav = np.asarray(wav)
     if wav.ndim != 1 or wav.size == 0:
         raise InputError(f"{path}: expected a non-empty 1-D waveform, got shape {wav.shape}")
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the folder {path.parent} does not exist", "create it or choose another --out")
-    tmp = path.with_name(path.name + ".part")
-    try:
-        sf.write(tmp, to_int16(wav), sample_rate, subtype="PCM_16", format="WAV")
-        tmp.replace(path)
-    except (OSError, sf.LibsndfileError) as e:
-        raise InputError(f"{path}: cannot write the WAV file ({e})") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    pcm = to_int16(wav)
+    atomic_write(path, lambda f: sf.write(f, pcm, sample_rate, subtype="PCM_16", format="WAV"), "WAV file")
 
 
 def synthetic_voice(seconds: float, sr: int) -> np.ndarray:

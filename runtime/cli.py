@@ -13,11 +13,13 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
-from .errors import BundleError, IndexTTS2Error
-from .manifest import load_manifest, verify_checksums
+from .errors import BundleError, IndexTTS2Error, InputError
+from .integrity import check_bundle_files
+from .manifest import checksum_error, load_manifest
 
 
 # export's per-file overrides: option -> what it points at (defaults: the official folder layout)
@@ -80,7 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 2
     bundle = Path(args.bundle)
     manifest = load_manifest(bundle)
-    bad = verify_checksums(bundle, manifest)
+    bad = check_bundle_files(bundle, manifest)
     if bad:
         print(f"FAIL checksums: {', '.join(bad)}", file=sys.stderr)
         return 1
@@ -114,34 +116,53 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _emotion_vector(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
+def _emotion_vector(text: str) -> list[float]:
+    """--emotion-vector's argparse type: comma-separated numbers (anything else is a usage error, exit 2;
+    the count and the values are checked by the runtime: bad input, exit 1)."""
     try:
         return [float(v) for v in text.split(",")]
-    except ValueError as e:
-        raise IndexTTS2Error(f"--emotion-vector {text!r}: expected 8 comma-separated numbers") from e
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 8 comma-separated numbers") from None
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    """--text, or the UTF-8 contents of --text-file."""
+    if not args.text_file:
+        return args.text
+    try:
+        return Path(args.text_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--text-file {args.text_file}: cannot read it ({e})", "pass a UTF-8 text file") from e
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .audio import write_wav
+    """Text to speech. Everything that can be checked without the model is checked first (the output
+    path, every option's range, the emotion inputs), so bad input fails in a second, before the bundle
+    loads; the WAV is written once, after the last segment, atomically."""
+    from .audio import check_output_path, write_wav
+    from .conditioning import check_alpha, check_vector
     from .pipeline import IndexTTS2, join_segments
+    from .presets import check_optional, load_preset
 
-    if args.text_file:
-        try:
-            text = Path(args.text_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            print(f"error: --text-file {args.text_file}: cannot read it ({e})", file=sys.stderr)
-            return 1
-    else:
-        text = args.text
-    tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars)
+    check_output_path(args.out)
+    text = _read_text(args)
+    check_optional("threads", args.threads)
+    options = dict(steps=args.steps, cfg_rate=args.cfg_rate, num_beams=args.beams, top_k=args.top_k,
+                   top_p=args.top_p, temperature=args.temperature, repetition_penalty=args.repetition_penalty)
+    load_preset(args.preset).override(**options)  # every option within presets.LIMITS
+    check_optional("max_codes", args.max_codes)  # its upper bound, the checkpoint's, is checked once loaded
+    check_alpha(args.emotion_alpha)
+    if args.emotion_vector is not None:
+        check_vector(args.emotion_vector)
+    check_optional("seed", args.seed)
+    tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars,
+                    verify=not args.no_verify)
     segments = len(tts.tokenize(text))
     chunks = []
     for i, (sr, chunk) in enumerate(tts.stream(text, args.speaker, emotion_audio=args.emotion_audio,
-                                               emotion_alpha=args.emotion_alpha,
-                                               emotion_vector=_emotion_vector(args.emotion_vector), seed=args.seed,
-                                               steps=args.steps, greedy=args.greedy, preset=args.preset), 1):
+                                               emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector,
+                                               seed=args.seed, greedy=args.greedy, max_codes=args.max_codes,
+                                               preset=args.preset, **options), 1):
         print(f"segment {i}/{segments}: {chunk.shape[0] / sr:.2f} s", flush=True)
         chunks.append(chunk)
     wav = join_segments(chunks, sr)
@@ -172,14 +193,18 @@ def _info(args: argparse.Namespace) -> int:
     print(f"gpt: {g.layers} layers x {g.model_dim} wide, {g.heads} heads, {g.number_mel_codes} mel codes, "
           f"{g.number_text_tokens} text tokens")
     for name, e in m.graphs.items():
-        print(f"  {name:28s} {e.file:34s} {e.precision:5s} {e.device:4s} "
-              f"parity {e.parity.get('max_abs_diff', float('nan')):.2e}{_gate_note(e.gate)}")
+        diff = e.parity.get("max_abs_diff")  # parity and gate are free-form export records: shown, not trusted
+        parity = f"{diff:.2e}" if isinstance(diff, (int, float)) and not isinstance(diff, bool) else "n/a"
+        try:
+            note = _gate_note(e.gate)
+        except (KeyError, TypeError, AttributeError):
+            note = "  gate record unreadable"
+        print(f"  {name:28s} {e.file:34s} {e.precision:5s} {e.device:4s} parity {parity}{note}")
     print(f"files: {len(m.files)}, {sum(f.size for f in m.files.values()) / 1e6:.1f} MB")
-    if args.check:
-        bad = verify_checksums(bundle, m)
+    if args.check:  # the same path-safe checks as loading: only listed files inside the bundle are read
+        bad = check_bundle_files(bundle, m)
         if bad:
-            print(f"checksum mismatch: {', '.join(bad)}", file=sys.stderr)
-            return 1
+            raise checksum_error(bundle, bad)
         print("all sha256 checksums match")
     return 0
 
@@ -203,9 +228,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line on stderr (`error: ...`, exit 2), as every other
+    error of the command is; subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="indextts2-onnx", description=__doc__.split("\n\n")[0])
-    p.add_argument("--verbose", action="store_true", help="log debug messages")
+    p = _Parser(prog="indextts2-onnx", description=__doc__.split("\n\n")[0])
+    p.add_argument("--verbose", action="store_true", help="log debug messages; print the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("export", help="export an official checkpoint folder to a bundle (needs [export])")
@@ -244,17 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--out", required=True, metavar="OUT.wav")
     emo = sy.add_mutually_exclusive_group()
     emo.add_argument("--emotion-audio", metavar="AUDIO", help="emotion prompt (default: the speaker prompt)")
-    emo.add_argument("--emotion-vector", metavar="V1,...,V8",
-                     help="happy,angry,sad,afraid,disgusted,melancholic,surprised,calm weights")
-    sy.add_argument("--emotion-alpha", type=float, default=1.0)
+    emo.add_argument("--emotion-vector", metavar="V1,...,V8", type=_emotion_vector,
+                     help="happy,angry,sad,afraid,disgusted,melancholic,surprised,calm weights (each >= 0)")
+    sy.add_argument("--emotion-alpha", type=float, default=1.0,
+                    help="emotion strength: scales --emotion-vector (clamped to [0, 1]) or mixes toward "
+                         "--emotion-audio (extrapolates outside [0, 1]), as upstream")
     sy.add_argument("--seed", type=int, default=None)
     sy.add_argument("--greedy", action="store_true", help="greedy code generation instead of beam sampling")
-    sy.add_argument("--steps", type=int, default=None, help="flow-matching steps (preset default: 25)")
+    sy.add_argument("--steps", type=int, default=None, help="flow-matching steps, 1..1000 (preset default: 25)")
+    sy.add_argument("--cfg-rate", type=float, default=None, help="classifier-free guidance rate (default 0.7)")
+    sy.add_argument("--beams", type=int, default=None, help="beam-sampling beams, 1..16 (default 3)")
+    sy.add_argument("--top-k", type=int, default=None, help="top-k, 0 = off (default 30)")
+    sy.add_argument("--top-p", type=float, default=None, help="top-p in (0, 1], 1 = off (default 0.8)")
+    sy.add_argument("--temperature", type=float, default=None, help="sampling temperature > 0 (default 0.8)")
+    sy.add_argument("--repetition-penalty", type=float, default=None, help="> 0, 1 = off (default 10)")
+    sy.add_argument("--max-codes", type=int, default=None,
+                    help="codes per segment, 1..max_mel_tokens (default: 1500 or the checkpoint's max_mel_tokens)")
     sy.add_argument("--preset", default="default", help="default (upstream), fast or high_quality")
     sy.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    sy.add_argument("--threads", type=int, default=None)
+    sy.add_argument("--threads", type=int, default=None, help="intra-op threads per graph, 1..256")
     sy.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (default 5000)")
-    sy.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    sy.add_argument("--no-verify", action="store_true",
+                    help="skip the sha256 check of the bundle's files while it loads")
+    sy.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="log debug messages; print the traceback of an error")
     sy.set_defaults(run=_synth)
 
     b = sub.add_parser("bench", help="time bundles against the torch reference on the same work (torch: [export])")
@@ -284,14 +330,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(error: BaseException, verbose: bool, prefix: str = "") -> int:
+    """Report an error as one line on stderr (the traceback before it with --verbose) -> exit code 1."""
+    if verbose:
+        traceback.print_exception(error)
+    one_line = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    print(f"error: {prefix}{one_line}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command -> exit code: 0 done, 1 bad input or a failed run (one `error:` line on stderr;
+    --verbose adds the traceback), 2 a usage error (argparse: unknown option, a number that is not one),
+    130 interrupted."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.run(args)
     except IndexTTS2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _fail(e, args.verbose)
+    except (OSError, ValueError) as e:  # escaped a code path that should have named its input
+        return _fail(e, args.verbose, f"{type(e).__name__}: ")
+    except MemoryError as e:
+        return _fail(e, args.verbose, "out of memory (try a shorter text, fewer --beams or fewer --threads) ")
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or an ONNX Runtime failure: still one line; --verbose has the traceback
+        return _fail(e, args.verbose, f"unexpected {type(e).__name__} (--verbose shows where): ")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
+from .presets import LIMITS
 
 EMOTIONS = ("happy", "angry", "sad", "afraid", "disgusted", "melancholic", "surprised", "calm")
 
@@ -39,16 +40,35 @@ def merge(base: np.ndarray, emotion: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def check_vector(vector) -> np.ndarray:
+    """The 8 emotion weights as float64 (8,), or InputError.
+
+    Each weight must be a finite number >= 0 (`presets.LIMITS["emotion_weight"]`). Upstream checks
+    nothing: a NaN or inf weight reaches its sampler as NaN probabilities and crashes (or, with alpha
+    != 1, `int(nan)` raises), and a negative weight subtracts an emotion, which no emotion source
+    produces (the WebUI's sliders and QwenEmotion give 0..1.2). Weights summing past 1 are kept, as
+    upstream keeps them: the speaker's own emotion then enters with the negative weight 1 - sum."""
     try:
         w = np.asarray(vector, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as e:
-        raise InputError(f"emotion vector: not a list of numbers ({e})") from e
-    if w.shape != (len(EMOTIONS),) or not np.all(np.isfinite(w)):
-        raise InputError(
-            f"emotion vector: needs {len(EMOTIONS)} finite numbers, got {w.shape[0]} values",
-            f"one weight per emotion, in order: {', '.join(EMOTIONS)}",
-        )
+        raise InputError(f"emotion vector: not a list of numbers ({e})",
+                         f"one weight per emotion, in order: {', '.join(EMOTIONS)}") from e
+    if w.shape != (len(EMOTIONS),):
+        raise InputError(f"emotion vector: {w.shape[0]} values, needs {len(EMOTIONS)}",
+                         f"one weight per emotion, in order: {', '.join(EMOTIONS)}")
+    for name, value in zip(EMOTIONS, w):
+        LIMITS["emotion_weight"].check(f"emotion vector: {name}", float(value))
     return w
+
+
+def check_alpha(alpha) -> float:
+    """emotion_alpha as a float, or InputError when it is not a finite number.
+
+    Upstream's behaviour is kept wherever it is defined: with an emotion vector alpha is clamped to
+    [0, 1] (`scale_vector`); with emotion audio it extrapolates (`merge`: alpha 2 moves twice as far
+    from the speaker's emotion, alpha -1 away from the prompt's); without either it is ignored (forced
+    to 1). NaN or inf is refused on every path: on the audio path upstream turns it into a NaN emotion
+    vector that crashes its sampler; elsewhere it can only be a mistake."""
+    return float(LIMITS["emotion_alpha"].check("emotion_alpha", alpha))
 
 
 def scale_vector(w: np.ndarray, alpha: float) -> np.ndarray:

@@ -15,30 +15,48 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from .audio import (emotion_waveform, kaldi_fbank, load_audio, log_mel, require_voice, seamless_features,
-                    speaker_waveforms)
-from .conditioning import EmotionMatrices, check_vector, merge, pick_rows, scale_vector, vector_emovec
-from .errors import BundleError, GenerationError, InputError
-from .gpt import CodeGenerator, GptTables
+from .audio import (CAMPPLUS_MIN_FRAMES, emotion_waveform, kaldi_fbank, load_audio, log_mel, require_voice,
+                    seamless_features, speaker_waveforms)
+from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vector, vector_emovec
+from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
+from .gpt import CodeGenerator
+from .integrity import BundleTables, ChecksumJob, check_decoder, graph_data_files
 from .manifest import Manifest, load_manifest
-from .presets import load_preset
+from .presets import LIMITS, UPSTREAM_MAX_CODES, check_optional, load_preset, resolve_max_codes
 from .prompt import PromptEncoder
 from .s2mel import MelDecoder, target_frames
-from .sampling import SamplingOptions
+from .sampling import NonFiniteScores, SamplingOptions
 from .sessions import Graph, providers_for
-from .speaker import Speaker
-from .text import DEFAULT_MAX_CHARS, Tokenizer
+from .speaker import MAX_SEMANTIC_FRAMES, Speaker
+from .text import DEFAULT_MAX_CHARS
 
 _LOG = logging.getLogger(__name__)
 
 GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "semantic_encoder", "semantic_codec",
           "campplus", "length_regulator", "latent_projector", "dit", "bigvgan")
 
-# Upstream passes the feature width (1024) as the Conformer length: frames past it would be masked.
-MAX_SEMANTIC_FRAMES = 1024
 SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
 
 AudioSource = Union[str, Path, tuple]  # a file soundfile reads, or (samples, sample_rate)
+
+# The stages the output guard names (errors.require_finite) when a result holds NaN / inf.
+STAGES = ("speaker preparation", "speaker conditioning", "emotion vector", "code generation", "mel decoding",
+          "vocoder")
+
+def finite_input(name: str, array, dtype=np.float32) -> np.ndarray:
+    """An argument as a `dtype` array, or InputError naming it when it is not numeric or not finite."""
+    try:
+        arr = np.asarray(array, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name}: not a numeric array ({e})") from e
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+def source_name(source, role: str) -> str:
+    """How errors name an audio input: 'speaker audio ref.wav', or 'speaker audio (array)'."""
+    return f"{role} (array)" if isinstance(source, tuple) else f"{role} {source}"
 
 
 def join_segments(chunks: list[np.ndarray], sample_rate: int) -> np.ndarray:
@@ -57,13 +75,17 @@ class IndexTTS2:
     device : "cpu" or "cuda" (needs onnxruntime-gpu); `providers` lists what ONNX Runtime uses
     threads: intra-op threads per session (None: ONNX Runtime's default, the physical cores)
     max_text_chars: longest text accepted by tokenize / synthesize (longer texts are refused, not cut)
+    verify : check the sha256 of every bundle file against the manifest while the sessions load (default);
+             False skips only the hashing, for deployments that checked the bundle when installing it.
+             Paths, listing, field types and table shapes are always checked; any failure is a BundleError.
     """
 
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
-                 max_text_chars: int = DEFAULT_MAX_CHARS):
+                 max_text_chars: int = DEFAULT_MAX_CHARS, verify: bool = True):
+        threads = check_optional("threads", threads)  # bad arguments fail before any file is read
+        providers = providers_for(device)
         self.bundle = Path(bundle)
         self.manifest: Manifest = load_manifest(self.bundle)
-        providers = providers_for(device)
         missing = [name for name in GRAPHS if name not in self.manifest.graphs]
         if missing:
             raise BundleError(f"{self.bundle}: the bundle has no {', '.join(missing)} graph",
@@ -73,23 +95,25 @@ class IndexTTS2:
             if target not in ("any", device):
                 _LOG.warning("%s was exported for %s (%s); it runs on %s but slower, or less precisely",
                              name, target, self.manifest.graphs[name].precision, device)
-        graphs = {name: Graph.open(self.bundle, name, self.manifest.graphs[name], providers, threads)
-                  for name in GRAPHS}
+        # sha256 of every listed file in a background thread while sessions load; leaving the block joins it
+        # and raises a mismatch, before this constructor returns (a failure inside still reports it first)
+        with ChecksumJob(self.bundle, self.manifest, list(self.manifest.files) if verify else []):
+            for name in GRAPHS:  # weights only from listed files (hashed above), before ONNX Runtime reads any
+                graph_data_files(self.bundle, self.manifest, name)
+            graphs = {name: Graph.open(self.bundle, name, self.manifest.graphs[name], providers, threads)
+                      for name in GRAPHS}
+            check_decoder(self.bundle, graphs["gpt_decoder"], self.manifest)
+            tables = BundleTables.load(self.bundle, self.manifest, max_text_chars)
         self._speaker_graph = graphs["gpt_speaker_conditioning"]
         self._emotion_graph = graphs["gpt_emotion_vector"]
-        tables = self.manifest.tables
-        self._codes = CodeGenerator(graphs["gpt_decoder"], GptTables.load(self.bundle / tables["gpt_tables"]),
-                                    self.manifest.gpt)
+        self._codes = CodeGenerator(graphs["gpt_decoder"], tables.gpt, self.manifest.gpt)
         self._prompt = PromptEncoder(graphs["semantic_encoder"], graphs["semantic_codec"], graphs["campplus"],
                                      graphs["length_regulator"])
         self._mel = MelDecoder(graphs["latent_projector"], graphs["length_regulator"], graphs["dit"])
         self._vocoder = graphs["bigvgan"]
-        self._matrices = EmotionMatrices.split(
-            np.load(self.bundle / tables["emotion_matrix"]), np.load(self.bundle / tables["speaker_matrix"]),
-            self.manifest.emo_num,
-        )
-        self._tokenizer = Tokenizer.load(self.bundle / tables["tokenizer"], max_chars=max_text_chars)
-        self._mel_filterbank = np.load(self.bundle / tables["mel_filterbank"])
+        self._matrices = tables.matrices
+        self._tokenizer = tables.tokenizer
+        self._mel_filterbank = tables.mel_filterbank
         self._graphs = graphs
         self._latent_memo: tuple[np.ndarray, np.ndarray] | None = None
         self.metrics: dict[str, float] = {}
@@ -108,16 +132,19 @@ class IndexTTS2:
         """A voice prompt (file path or (samples, sample_rate)) -> Speaker, as upstream prepares it.
 
         Speaker path: soxr HQ to 22.05 kHz (cut to 15 s) -> log-mel; torchaudio's sinc resampler to 16 kHz
-        -> SeamlessM4T features and Kaldi fbank. Emotion path: soxr HQ straight to 16 kHz (cut to 15 s)."""
+        -> SeamlessM4T features and Kaldi fbank. Emotion path: soxr HQ straight to 16 kHz (cut to 15 s).
+        A Speaker is returned as it is, once its arrays are checked against this bundle's dims."""
         if isinstance(audio, Speaker):
-            return audio
+            return self._check_speaker(audio)
+        name = source_name(audio, "speaker audio")
         wav, sr = load_audio(audio)
-        require_voice(wav, "speaker audio")
+        require_voice(wav, name)
         audio_22k, audio_16k = speaker_waveforms(wav, sr)
-        features, mask = seamless_features(audio_16k)
-        emo_features, emo_mask = seamless_features(emotion_waveform(wav, sr))
-        return self.speaker_from_features(features, mask, emo_features, emo_mask, kaldi_fbank(audio_16k),
-                                          log_mel(audio_22k, self._mel_filterbank))
+        features, mask = seamless_features(audio_16k, name)
+        emo_features, emo_mask = seamless_features(emotion_waveform(wav, sr), name)
+        fbank = kaldi_fbank(audio_16k, name, min_frames=CAMPPLUS_MIN_FRAMES)
+        return self.speaker_from_features(features, mask, emo_features, emo_mask, fbank,
+                                          log_mel(audio_22k, self._mel_filterbank, name))
 
     def speaker_from_features(self, features: np.ndarray, mask: np.ndarray, emotion_features: np.ndarray,
                               emotion_mask: np.ndarray, fbank: np.ndarray, ref_mel: np.ndarray) -> Speaker:
@@ -127,11 +154,22 @@ class IndexTTS2:
         emotion_features, ..mask: the same for the emotion path (soxr to 16 kHz upstream)
         fbank                   : (F, 80) Kaldi fbank of the 16 kHz speaker path (mean not yet removed)
         ref_mel                 : (1, n_mels, F') log-mel of the 22.05 kHz prompt
+        Non-finite inputs are an InputError; a non-finite Speaker from finite inputs is the graphs' doing
+        (GenerationError, stage "speaker preparation").
         """
+        inputs = {"features": features, "emotion_features": emotion_features, "fbank": fbank, "ref_mel": ref_mel}
+        features, emotion_features, fbank, ref_mel = (finite_input(k, v) for k, v in inputs.items())
         t0 = time.perf_counter()
-        spk = self._prompt.speaker(features, mask, emotion_features, emotion_mask, fbank, ref_mel)
+        spk = self._prompt.speaker(features, mask, emotion_features, emotion_mask, fbank, ref_mel, STAGES[0])
         self.metrics = {"prompt_s": time.perf_counter() - t0}
-        return spk
+        return self._check_speaker(spk)
+
+    def _check_speaker(self, spk, name: str = "spk") -> Speaker:
+        """`spk` when it is a Speaker whose arrays fit this bundle (Speaker.check), else InputError."""
+        if not isinstance(spk, Speaker):
+            raise InputError(f"{name}: expected a Speaker, got {type(spk).__name__}",
+                             "use prepare_speaker, Speaker.load or Speaker(...)")
+        return spk.check(self.manifest.gpt, self.manifest.acoustic)
 
     # --- conditioning ----------------------------------------------------------------------------
 
@@ -149,10 +187,11 @@ class IndexTTS2:
     def _emotion_semantic(self, emotion_audio: AudioSource | Speaker) -> np.ndarray:
         """Emotion-path semantic features of an emotion prompt (a Speaker already holds them)."""
         if isinstance(emotion_audio, Speaker):
-            return emotion_audio.emotion_semantic
+            return self._check_speaker(emotion_audio, "emotion_audio").emotion_semantic
+        name = source_name(emotion_audio, "emotion audio")
         wav, sr = load_audio(emotion_audio)
-        features, mask = seamless_features(emotion_waveform(require_voice(wav, "emotion audio"), sr))
-        return self._prompt.semantic(features, mask, "emotion_audio")
+        features, mask = seamless_features(emotion_waveform(require_voice(wav, name), sr), name)
+        return self._prompt.semantic(features, mask, name)
 
     def _emovec_of(self, features: np.ndarray, name: str) -> np.ndarray:
         return self._emotion_graph.run({"semantic": self._semantic(features, name)})[0]
@@ -166,13 +205,21 @@ class IndexTTS2:
         vector       : 8 weights (happy, angry, sad, afraid, disgusted, melancholic, surprised, calm);
                        when given, emotion_audio is ignored, as upstream does
         random_rows  : with `vector`, pick random emotion-matrix rows instead of the nearest to the style
+
+        alpha must be finite; as upstream, it is clamped to [0, 1] with `vector`, extrapolates (any finite
+        value) with emotion audio, and is ignored without either (conditioning.check_alpha). `vector` needs
+        8 finite weights >= 0; sums past 1 are kept, as upstream (conditioning.check_vector).
         """
-        if not isinstance(spk, Speaker):
-            raise InputError("emotion_vector: spk must be a Speaker", "use prepare_speaker or Speaker(...)")
-        if vector is not None:
-            if spk.style.shape[1] != self.manifest.acoustic.style_dim:
-                raise InputError(f"Speaker.style: width {spk.style.shape[1]}, this model's is {self.manifest.acoustic.style_dim}")
-            w = scale_vector(check_vector(vector), float(alpha))
+        spk = self._check_speaker(spk)
+        alpha = check_alpha(alpha)
+        check_optional("seed", seed)
+        w = None if vector is None else scale_vector(check_vector(vector), alpha)
+        return require_finite(STAGES[2], self._mix_emotion(spk, emotion_audio, alpha, w, random_rows, seed))
+
+    def _mix_emotion(self, spk: Speaker, emotion_audio, alpha: float, w: np.ndarray | None, random_rows: bool,
+                     seed: int | None) -> np.ndarray:
+        """Upstream's three emotion sources (conditioning module docstring), arguments already checked."""
+        if w is not None:
             rows = pick_rows(self._matrices, spk.style, random_rows, np.random.default_rng(seed))
             own = self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")
             return vector_emovec(w, rows, self._matrices, own)
@@ -180,7 +227,7 @@ class IndexTTS2:
             return self._emovec_of(spk.emotion_semantic, "Speaker.emotion_semantic")
         base = self._emovec_of(spk.semantic, "Speaker.semantic")
         emo = self._emovec_of(self._emotion_semantic(emotion_audio), "emotion_audio")
-        return merge(base, emo, float(alpha)).astype(np.float32)
+        return merge(base, emo, alpha).astype(np.float32)
 
     # --- text ------------------------------------------------------------------------------------
 
@@ -210,28 +257,28 @@ class IndexTTS2:
         memo = self._latent_memo
         if memo is None or memo[0] is not spk.semantic:
             latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
-            self._latent_memo = memo = (spk.semantic, latent)
+            self._latent_memo = memo = (spk.semantic, require_finite(STAGES[1], latent))
         return memo[1]
 
     def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
                        num_beams: int = 3, top_k: int = 30, top_p: float = 0.8, temperature: float = 0.8,
-                       repetition_penalty: float = 10.0, max_codes: int = 1500,
+                       repetition_penalty: float = 10.0, max_codes: int | None = None,
                        seed: int | None = None, min_codes: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Semantic codes for one text segment and upstream's latent for them.
 
         token_ids: one segment's raw BPE ids (no start/stop text tokens)
+        max_codes: codes at most; None: upstream's 1500, lowered to the checkpoint's max_mel_tokens
         min_codes: no stop before this many codes (HF `min_new_tokens`; benchmarks fix the length with it)
         Returns codes int64 (N,) cut before the stop token, and the latent float32 (1, N, d).
-        Defaults are upstream `infer()`'s: beam sampling with 3 beams."""
+        Defaults are upstream `infer()`'s: beam sampling with 3 beams. Bounds: presets.LIMITS."""
         d = self.manifest.gpt
+        spk = self._check_speaker(spk)
         ids = self._check_tokens(token_ids)
-        if not 1 <= int(max_codes) <= d.max_mel_tokens:
-            raise InputError(
-                f"max_codes={max_codes}: must lie in 1..{d.max_mel_tokens} (the model's mel position table)"
-            )
-        if not 0 <= int(min_codes) <= int(max_codes):
-            raise InputError(f"min_codes={min_codes}: must lie in 0..max_codes ({max_codes})")
-        emovec = np.asarray(emovec, dtype=np.float32)
+        max_codes = resolve_max_codes(max_codes, UPSTREAM_MAX_CODES, d.max_mel_tokens)
+        min_codes = LIMITS["min_codes"].check("min_codes", min_codes, max_codes)
+        check_optional("seed", seed)
+        LIMITS["num_beams"].check("num_beams", num_beams)  # refused even where greedy ignores it
+        emovec = finite_input("emovec", emovec)
         if emovec.shape != (1, d.model_dim):
             raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
                              "use IndexTTS2.emotion_vector")
@@ -241,10 +288,13 @@ class IndexTTS2:
         spk_latent = self._speaker_latent(spk)
         prefix = self._codes.prefix(spk_latent, emovec)
         t1 = time.perf_counter()
-        codes = self._codes.generate(prefix, ids, options, int(max_codes), np.random.default_rng(seed),
-                                     min_codes=int(min_codes))
+        try:
+            codes = self._codes.generate(prefix, ids, options, max_codes, np.random.default_rng(seed),
+                                         min_codes=int(min_codes))
+        except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
+            raise non_finite(STAGES[3]) from e
         t2 = time.perf_counter()
-        latent = self._codes.latent(prefix, ids, codes)
+        latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
         t3 = time.perf_counter()
         self.metrics = {
             "conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2,
@@ -261,10 +311,14 @@ class IndexTTS2:
         """Mel frames (1, n_mels, int(N * 1.72)) for one segment's codes and latent (upstream s2mel).
 
         noise: the CFM start noise for the whole sequence (1, n_mels, prompt frames + target frames), as
-        upstream draws it; None draws it from a generator seeded with `seed`."""
+        upstream draws it; None draws it from a generator seeded with `seed`. Bounds: presets.LIMITS."""
         a = self.manifest.acoustic
+        spk = self._check_speaker(spk)
+        steps = LIMITS["steps"].check("steps", steps)
+        cfg_rate = LIMITS["cfg_rate"].check("cfg_rate", cfg_rate)
+        check_optional("seed", seed)
         codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-        latent = np.asarray(latent, dtype=np.float32)
+        latent = finite_input("latent", latent)
         n = codes.shape[0]
         if n == 0:
             raise InputError("codes: empty", "the GPT produced no codes for this segment; try another seed")
@@ -272,32 +326,28 @@ class IndexTTS2:
             raise InputError(f"codes: ids must lie in 0..{a.codebook_size - 1} (stop token removed)")
         if latent.shape != (1, n, self.manifest.gpt.model_dim):
             raise InputError(f"latent: expected shape (1, {n}, {self.manifest.gpt.model_dim}), got {latent.shape}")
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise InputError(f"steps={steps}: must be an integer >= 1")
-        if not 0.0 <= float(cfg_rate) < 100.0:
-            raise InputError(f"cfg_rate={cfg_rate}: must be >= 0")
         total = spk.ref_mel.shape[2] + target_frames(n)
         shape = (1, a.n_mels, total)
         if total < a.dit_min_frames:
             raise InputError(f"{total} mel frames in all; the DiT needs at least {a.dit_min_frames}")
         if noise is None:
             noise = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-        noise = np.asarray(noise, dtype=np.float32)
+        noise = finite_input("noise", noise)
         if noise.shape != shape:
             raise InputError(f"noise: expected shape {shape} (prompt + target frames), got {noise.shape}")
         t0 = time.perf_counter()
-        mel = self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate))
+        mel = require_finite(STAGES[4], self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate)))
         self.metrics["mel_s"] = time.perf_counter() - t0
         return mel
 
     def vocode(self, mel: np.ndarray) -> np.ndarray:
         """BigVGAN: mel (1, n_mels, T) -> float32 waveform (hop_length * T,) in [-1, 1]."""
-        mel = np.asarray(mel, dtype=np.float32)
+        mel = finite_input("mel", mel)
         a = self.manifest.acoustic
         if mel.ndim != 3 or mel.shape[:2] != (1, a.n_mels) or mel.shape[2] == 0:
             raise InputError(f"mel: expected shape (1, {a.n_mels}, frames), got {mel.shape}")
         t0 = time.perf_counter()
-        wav = self._vocoder.run({"mel": mel})[0][0]
+        wav = require_finite(STAGES[5], self._vocoder.run({"mel": mel})[0][0])
         self.metrics["vocoder_s"] = time.perf_counter() - t0
         return wav
 
@@ -311,11 +361,20 @@ class IndexTTS2:
                max_tokens_per_segment: int = 120, preset: str = "default") -> Iterator[tuple[int, np.ndarray]]:
         """Speak `text` in the voice of `speaker`, one (sample_rate, float32 waveform) chunk per text segment.
 
-        Arguments left as None take the preset's value (default = upstream infer()); `seed` makes the whole
-        call reproducible."""
+        Arguments left as None take the preset's value (default = upstream infer()), max_codes lowered to
+        the checkpoint's max_mel_tokens; `seed` makes the whole call reproducible. Every option is checked
+        (presets.LIMITS, emotion_alpha, emotion_vector) and the text tokenised before any audio work, so bad
+        input fails at once; a stage producing NaN or inf raises GenerationError naming it."""
         p = load_preset(preset).override(steps=steps, cfg_rate=cfg_rate, num_beams=num_beams, top_k=top_k,
                                          top_p=top_p, temperature=temperature,
-                                         repetition_penalty=repetition_penalty, max_codes=max_codes)
+                                         repetition_penalty=repetition_penalty)  # InputError out of LIMITS
+        codes_cap = resolve_max_codes(max_codes, p.max_codes, self.manifest.gpt.max_mel_tokens)
+        SamplingOptions(greedy=greedy, num_beams=1 if greedy else p.num_beams, top_k=p.top_k, top_p=p.top_p,
+                        temperature=p.temperature, repetition_penalty=p.repetition_penalty)  # checks greedy
+        check_alpha(emotion_alpha)
+        if emotion_vector is not None:
+            check_vector(emotion_vector)
+        check_optional("seed", seed)
         segments = self.tokenize(text, max_tokens_per_segment)  # bad text fails before any audio work
         t0 = time.perf_counter()
         spk = self.prepare_speaker(speaker)
@@ -325,7 +384,7 @@ class IndexTTS2:
         sr = self.manifest.acoustic.sample_rate
         for ids, (s_codes, s_noise) in zip(segments, seeds):
             codes, latent = self.generate_codes(ids, spk, emovec, greedy, p.num_beams, p.top_k, p.top_p,
-                                                p.temperature, p.repetition_penalty, p.max_codes, int(s_codes))
+                                                p.temperature, p.repetition_penalty, codes_cap, int(s_codes))
             step = dict(self.metrics)
             if codes.shape[0] == 0:
                 raise GenerationError("the GPT stopped before producing any code for a segment",

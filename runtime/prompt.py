@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .audio import CAMPPLUS_MIN_FRAMES
+from .errors import InputError, require_finite
 from .sessions import Graph
 from .speaker import Speaker
 
@@ -38,18 +39,24 @@ class PromptEncoder:
     def style(self, fbank: np.ndarray) -> np.ndarray:
         """Kaldi fbank (T, 80) -> CAMPPlus style (1, style_dim); upstream subtracts the time mean first."""
         fbank = np.asarray(fbank, dtype=np.float32).reshape(-1, 80)
-        if fbank.shape[0] < 8:
-            raise InputError(f"fbank: {fbank.shape[0]} frames, CAMPPlus needs at least 8", "use a longer prompt")
+        if fbank.shape[0] < CAMPPLUS_MIN_FRAMES:
+            raise InputError(f"fbank: {fbank.shape[0]} frames, CAMPPlus needs at least {CAMPPLUS_MIN_FRAMES}",
+                             "use a longer prompt")
         fbank = fbank - fbank.mean(axis=0, keepdims=True)
         return self.campplus.run({"fbank": fbank[None]})[0]
 
     def speaker(self, features: np.ndarray, mask: np.ndarray, emo_features: np.ndarray, emo_mask: np.ndarray,
-                fbank: np.ndarray, ref_mel: np.ndarray) -> Speaker:
-        semantic = self.semantic(features, mask, "speaker features")
+                fbank: np.ndarray, ref_mel: np.ndarray, stage: str = "speaker preparation") -> Speaker:
+        """Front-end features -> Speaker; a graph output holding NaN / inf is a GenerationError naming `stage`."""
+        semantic = require_finite(stage, self.semantic(features, mask, "speaker features"))
         _, s_ref = self.codec.run({"semantic": semantic})
         ref_mel = np.asarray(ref_mel, dtype=np.float32)
         if ref_mel.ndim != 3 or ref_mel.shape[0] != 1 or ref_mel.shape[2] == 0:
             raise InputError(f"ref_mel: expected (1, n_mels, frames) with frames > 0, got {ref_mel.shape}")
         condition = self.regulator.run({"content": s_ref, "length": np.array(ref_mel.shape[2], dtype=np.int64)})[0]
-        return Speaker(semantic=semantic, emotion_semantic=self.semantic(emo_features, emo_mask, "emotion features"),
-                       style=self.style(fbank), ref_mel=ref_mel, prompt_condition=condition)
+        emotion_semantic = self.semantic(emo_features, emo_mask, "emotion features")
+        style = self.style(fbank)
+        for array in (s_ref, condition, emotion_semantic, style):
+            require_finite(stage, array)
+        return Speaker(semantic=semantic, emotion_semantic=emotion_semantic, style=style, ref_mel=ref_mel,
+                       prompt_condition=condition)

@@ -30,12 +30,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError
+from .presets import LIMITS, is_int as _is_int
 
 BEAM_INIT_SCORE = -1e9  # upstream `beam_scores[:, 1:] = -1e9`: only beam 0 is live on the first step
 BEAM_MIN_TOKENS_TO_KEEP = 2  # HF: 1 + number of eos ids when num_beams > 1, else 1
 
 # draw(probs f64/f32 [N], k, rng) -> int64 [<= k] distinct indices, drawn without replacement
 DrawFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+class NonFiniteScores(ValueError):
+    """The scores of a step hold NaN / +inf, or no finite value: the model, not the options, is at fault."""
 
 
 @dataclass(frozen=True)
@@ -59,23 +64,11 @@ class SamplingOptions:
     length_penalty: float = 0.0
 
     def __post_init__(self):
-        def fail(msg: str):
-            raise InputError(f"SamplingOptions: {msg}")
-
+        """Every field within `presets.LIMITS` (InputError naming the field and its range)."""
         if not isinstance(self.greedy, (bool, np.bool_)):
-            fail(f"greedy must be a bool, got {self.greedy!r}")
-        if not _is_int(self.num_beams) or self.num_beams < 1:
-            fail(f"num_beams must be an integer >= 1, got {self.num_beams!r}")
-        if not _is_int(self.top_k) or self.top_k < 0:
-            fail(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not _is_real(self.top_p) or not 0.0 <= self.top_p <= 1.0:
-            fail(f"top_p must be in [0, 1] (1 = off), got {self.top_p!r}")
-        if not _is_real(self.temperature) or not 0.0 < self.temperature < np.inf:
-            fail(f"temperature must be a finite number > 0 (greedy=True: argmax), got {self.temperature!r}")
-        if not _is_real(self.repetition_penalty) or not 0.0 < self.repetition_penalty < np.inf:
-            fail(f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}")
-        if not _is_real(self.length_penalty) or not np.isfinite(self.length_penalty):
-            fail(f"length_penalty must be a finite number, got {self.length_penalty!r}")
+            raise InputError(f"SamplingOptions: greedy must be a bool, got {self.greedy!r}")
+        for name in ("num_beams", "top_k", "top_p", "temperature", "repetition_penalty", "length_penalty"):
+            LIMITS[name].check(name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -85,14 +78,6 @@ class Step:
     tokens: np.ndarray  # int64 [rows]: the token appended to each row this step
     source_rows: np.ndarray  # int64 [rows]: previous row each new row continues (reorder the KV cache by it)
     done: bool  # True: stop; don't run the model again
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,7 +97,7 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     x = np.asarray(scores, dtype=np.float32)
     top = x.max(axis=-1, keepdims=True)
     if not np.all(np.isfinite(top)):
-        raise ValueError("softmax: a row has no finite score")
+        raise NonFiniteScores("softmax: a row has no finite score")
     e = np.exp((x - top).astype(np.float64))  # [.., V]
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
@@ -260,10 +245,15 @@ class TokenDecoder:
 
 
 def _check_logits(logits: np.ndarray, rows: int) -> np.ndarray:
+    """Raw logits as float32 [rows, V]. NaN or +inf (a broken model step) raises NonFiniteScores, which
+    IndexTTS2 reports as a GenerationError; -inf is a banned token (ban_early_stop) and stays."""
     logits = np.asarray(logits)
     if logits.ndim != 2 or logits.shape[0] != rows:
         raise ValueError(f"logits must be [rows={rows}, V], got shape {logits.shape}")
-    return logits.astype(np.float32, copy=False)  # HF: `.float()` / `.to(dtype=float32)`
+    logits = logits.astype(np.float32, copy=False)  # HF: `.float()` / `.to(dtype=float32)`
+    if np.isnan(logits).any() or np.isposinf(logits).any():
+        raise NonFiniteScores("logits: NaN or +inf from the model")
+    return logits
 
 
 class _SingleRowDecoder(TokenDecoder):

@@ -12,7 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import atomic_write
 from .errors import InputError
+from .manifest import AcousticDims, GPTDims
+
+# Upstream passes the feature width (1024) as the Conformer length: frames past it would be masked.
+MAX_SEMANTIC_FRAMES = 1024
+
+# The axis of each array whose size the bundle fixes: (array, axis, what it is, dims group, dims field).
+WIDTHS = (
+    ("semantic", 2, "feature width", "gpt", "semantic_dim"),
+    ("emotion_semantic", 2, "feature width", "gpt", "semantic_dim"),
+    ("style", 1, "style width", "acoustic", "style_dim"),
+    ("ref_mel", 1, "mel bands", "acoustic", "n_mels"),
+    ("prompt_condition", 2, "content width", "acoustic", "content_dim"),
+)
 
 
 @dataclass(frozen=True)
@@ -48,16 +62,31 @@ class Speaker:
                 f"{self.prompt_condition.shape[1]}; they must describe the same prompt"
             )
 
+    def check(self, gpt: GPTDims, acoustic: AcousticDims) -> "Speaker":
+        """This Speaker if every array fits a bundle's dims, else InputError naming the array.
+
+        A Speaker is plain arrays (built by hand, or loaded from a file prepared with another bundle), so
+        the widths are checked against the bundle that uses it: semantic widths = the GPT's semantic_dim,
+        style = style_dim, ref_mel bands = n_mels, prompt_condition = content_dim; the semantic features
+        hold at most MAX_SEMANTIC_FRAMES frames (upstream's Conformer length)."""
+        dims = {"gpt": gpt, "acoustic": acoustic}
+        for name, axis, what, group, field_name in WIDTHS:
+            have, want = getattr(self, name).shape[axis], getattr(dims[group], field_name)
+            if have != want:
+                raise InputError(f"Speaker.{name}: {what} {have}, this bundle's is {want}",
+                                 "prepare the speaker with the bundle that uses it")
+        for name in ("semantic", "emotion_semantic"):
+            frames = getattr(self, name).shape[1]
+            if frames > MAX_SEMANTIC_FRAMES:
+                raise InputError(f"Speaker.{name}: {frames} frames, at most {MAX_SEMANTIC_FRAMES} are supported",
+                                 "cut the voice prompt to 15 s, as upstream does")
+        return self
+
     def save(self, path: str | Path) -> None:
-        """Write the five arrays to one `.npz` (atomically: a failed write leaves no file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{f_.name: getattr(self, f_.name) for f_ in fields(self)})
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write the five arrays to one `.npz`, atomically (`audio.atomic_write`: a unique temporary
+        file renamed into place; a failed write leaves no file). Errors are InputErrors naming the path."""
+        arrays = {f_.name: getattr(self, f_.name) for f_ in fields(self)}
+        atomic_write(path, lambda f: np.savez(f, **arrays), "speaker file")
 
     @staticmethod
     def load(path: str | Path) -> "Speaker":
@@ -75,4 +104,7 @@ class Speaker:
                 f"{path}: holds {sorted(arrays)}, a speaker file holds exactly {sorted(expected)}",
                 "create it with Speaker.save",
             )
-        return Speaker(**arrays)
+        try:
+            return Speaker(**arrays)
+        except InputError as e:
+            raise InputError(f"{path}: {e.message}", e.hint or "create it with Speaker.save") from e

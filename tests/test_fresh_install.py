@@ -5,8 +5,8 @@ way a user's pip does (isolated build with setuptools) and pulls the runtime's d
 Runtime from the package index. The installed `indextts2-onnx` console script then synthesizes with the
 tiny bundle and checks it; torch must not be importable there, and the export side must name its extra.
 
-Needs the package index (about 60 MB of wheels: numpy, onnxruntime, soundfile, soxr, sentencepiece,
-pyyaml, setuptools for the build). When pip reports that it cannot reach an index the tests skip.
+Needs the package index (about 67 MB of wheels: numpy, onnxruntime, soundfile, soxr, sentencepiece,
+pyyaml, wetext with kaldifst and contractions, setuptools for the build). When pip reports that it cannot reach an index the tests skip.
 Set INDEXTTS2_SKIP_INSTALL_TEST=1 to skip them outright (offline machines, quick local runs).
 """
 

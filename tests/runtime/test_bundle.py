@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -64,6 +65,19 @@ def test_corrupt_graph_is_refused(bundle_copy):
     g = bundle_copy / "gpt_emotion_vector.onnx"
     size = g.stat().st_size
     g.write_bytes(b"\x00" * size)  # same size, garbage content
+    with pytest.raises(BundleError, match=r"gpt_emotion_vector\.onnx: sha256 differs from the manifest"):
+        IndexTTS2(bundle_copy)
+    with pytest.raises(BundleError, match=r"gpt_emotion_vector\.onnx: not a readable ONNX graph"):
+        IndexTTS2(bundle_copy, verify=False)  # no checksum: the protobuf reader still refuses it
+
+
+def test_graph_onnx_runtime_refuses_is_a_bundle_error(bundle_copy):
+    """Well-formed protobuf, but not a model ONNX Runtime can load (checksum updated to match)."""
+    g = bundle_copy / "gpt_emotion_vector.onnx"
+    data = b"\x08\x01"  # ModelProto with ir_version 1 and nothing else
+    g.write_bytes(data)
+    _edit_manifest(bundle_copy, lambda d: d["files"]["gpt_emotion_vector.onnx"].update(
+        size=len(data), sha256=hashlib.sha256(data).hexdigest()))
     with pytest.raises(BundleError, match=r"gpt_emotion_vector\.onnx: ONNX Runtime cannot load it"):
         IndexTTS2(bundle_copy)
 

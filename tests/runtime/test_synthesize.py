@@ -117,9 +117,9 @@ def test_bad_preset_is_refused(tts, voice):
 def test_silent_prompt_is_refused(tts, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(22050, np.float32), 22050)
-    with pytest.raises(InputError, match="speaker audio: the audio is silent"):
+    with pytest.raises(InputError, match=r"speaker audio .*silent\.wav: the audio is silent"):
         tts.prepare_speaker(silent)
-    with pytest.raises(InputError, match="emotion audio: the audio is silent"):
+    with pytest.raises(InputError, match=r"emotion audio .*silent\.wav: the audio is silent"):
         tts.emotion_vector(tts.prepare_speaker((np.sin(np.arange(22050) * 0.05), 22050)), emotion_audio=silent)
 
 
