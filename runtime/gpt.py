@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -81,12 +82,16 @@ class CodeGenerator:
         return KVCache.empty(names, rows, d.heads, d.head_dim, dtype=self.decoder.input_dtype(names[0]))
 
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
-                 rng: np.random.Generator, trace: list | None = None, min_codes: int = 0) -> np.ndarray:
+                 rng: np.random.Generator, trace: list | None = None, min_codes: int = 0,
+                 on_codes: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Decode codes for one segment -> int64 (N,), cut before the first stop token.
 
         min_codes: the stop token is banned for the first `min_codes` codes (HF `min_new_tokens`; 0 = upstream).
         Benchmarks use it to generate a fixed number of codes from random weights.
-        `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests)."""
+        `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests).
+        `on_codes`, when given, receives codes as soon as they are final (`TokenDecoder.settled`: every
+        step with one row; with beams, once every candidate agrees on them), in order, each code once;
+        together they are the returned codes. It does not change what is generated."""
         d = self.dims
         ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
         start = self._mel(np.array([d.start_mel_token]), np.array([0]))[None]  # (1, 1, dim), mel position 0
@@ -100,10 +105,16 @@ class CodeGenerator:
         cache.update(presents)
         cache.reorder(np.zeros(decoder.rows, dtype=np.int64))
         logits = np.repeat(logits, decoder.rows, axis=0)
+        emitted = 0  # codes handed to on_codes so far
         for k in range(1, max_codes + 1):
             if trace is not None:
                 trace.append(logits)
             step = decoder.update(ban_early_stop(logits, k, min_codes, d.stop_mel_token))
+            if on_codes is not None:
+                settled = decoder.settled()
+                if settled.size > emitted:
+                    on_codes(settled[emitted:])
+                    emitted = settled.size
             if step.done:
                 break
             cache.reorder(step.source_rows)
@@ -112,7 +123,10 @@ class CodeGenerator:
             cache.update(presents)
         codes = np.asarray(decoder.finalize(), dtype=np.int64)
         stops = np.flatnonzero(codes == d.stop_mel_token)
-        return codes[: stops[0]] if stops.size else codes
+        codes = codes[: stops[0]] if stops.size else codes
+        if on_codes is not None and codes.size > emitted:
+            on_codes(codes[emitted:])
+        return codes
 
     def latent(self, prefix: np.ndarray, text_ids: list[int], codes: np.ndarray) -> np.ndarray:
         """Upstream's second pass: final-normed hidden states that predicted each code -> (1, N, d)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 
@@ -263,12 +263,16 @@ class IndexTTS2:
     def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
                        num_beams: int = 3, top_k: int = 30, top_p: float = 0.8, temperature: float = 0.8,
                        repetition_penalty: float = 10.0, max_codes: int | None = None,
-                       seed: int | None = None, min_codes: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int | None = None, min_codes: int = 0,
+                       on_codes: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Semantic codes for one text segment and upstream's latent for them.
 
         token_ids: one segment's raw BPE ids (no start/stop text tokens)
         max_codes: codes at most; None: upstream's 1500, lowered to the checkpoint's max_mel_tokens
         min_codes: no stop before this many codes (HF `min_new_tokens`; benchmarks fix the length with it)
+        on_codes : called with each run of codes as soon as it is final (every step with one row; with
+                   beams, once every candidate agrees), before the latent pass; the runs concatenated are
+                   the returned codes, and the result is the same with or without it
         Returns codes int64 (N,) cut before the stop token, and the latent float32 (1, N, d).
         Defaults are upstream `infer()`'s: beam sampling with 3 beams. Bounds: presets.LIMITS."""
         d = self.manifest.gpt
@@ -290,7 +294,7 @@ class IndexTTS2:
         t1 = time.perf_counter()
         try:
             codes = self._codes.generate(prefix, ids, options, max_codes, np.random.default_rng(seed),
-                                         min_codes=int(min_codes))
+                                         min_codes=int(min_codes), on_codes=on_codes)
         except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
             raise non_finite(STAGES[3]) from e
         t2 = time.perf_counter()

@@ -243,6 +243,12 @@ class TokenDecoder:
         """int64 generated ids of the best hypothesis (no prompt ids), ending with eos iff it finished."""
         raise NotImplementedError
 
+    def settled(self) -> np.ndarray:
+        """int64 generated ids (no eos) that every possible result starts with, whatever later steps
+        decide: what a streaming caller may hand on now. It only ever grows, and `finalize()` starts
+        with it."""
+        raise NotImplementedError
+
 
 def _check_logits(logits: np.ndarray, rows: int) -> np.ndarray:
     """Raw logits as float32 [rows, V]. NaN or +inf (a broken model step) raises NonFiniteScores, which
@@ -286,6 +292,11 @@ class _SingleRowDecoder(TokenDecoder):
 
     def finalize(self) -> np.ndarray:
         return self._sequence[self._prompt_len:].copy()
+
+    def settled(self) -> np.ndarray:
+        """One sequence: every token is final as soon as it is chosen (the eos is not a code)."""
+        generated = self._sequence[self._prompt_len:]
+        return generated[:-1].copy() if generated.size and generated[-1] == self.eos_id else generated.copy()
 
 
 class GreedyDecoder(_SingleRowDecoder):
@@ -410,6 +421,17 @@ class BeamSearchDecoder(TokenDecoder):
         self._done = self._done or self._hypotheses.is_done(float(cand_scores.max()), self._step)
         return (np.array(tokens, dtype=np.int64), np.array(rows, dtype=np.int64),
                 np.array(scores, dtype=np.float32))
+
+    def settled(self) -> np.ndarray:
+        """The longest prefix shared by every candidate result: each running beam and each stored
+        finished hypothesis (`finalize` picks one of them, and later steps only extend running beams or
+        drop candidates, so this prefix never shrinks)."""
+        candidates = [self._sequences[row, self._prompt_len:] for row in range(self.rows)]
+        candidates += [tokens for _, tokens in self._hypotheses.beams]
+        shortest = min(c.size for c in candidates)
+        agree = np.all([c[:shortest] == candidates[0][:shortest] for c in candidates[1:]], axis=0)
+        length = shortest if np.all(agree) else int(np.argmin(agree))
+        return candidates[0][:length].astype(np.int64)
 
     def finalize(self) -> np.ndarray:
         """Best hypothesis; running beams compete too unless the scorer was done. Like HF's finalize,

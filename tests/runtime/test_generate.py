@@ -160,3 +160,33 @@ def test_min_codes_fixes_the_length(tts, greedy):
         assert codes[: len(free)].tolist() == free.tolist()
     with pytest.raises(InputError, match="min_codes=61"):
         tts.generate_codes([5], spk, emovec, max_codes=60, min_codes=61)
+
+
+STREAM_CASES = {
+    "greedy": dict(greedy=True),
+    "plain-sampling": dict(num_beams=1, seed=5),
+    "beams-seed-1": dict(seed=1),
+    "beams-seed-2": dict(seed=2),
+    "beams-seed-3": dict(seed=3),
+    "greedy-beams": dict(greedy=False, num_beams=3, seed=4, top_k=0, top_p=1.0),
+}
+
+
+@pytest.mark.parametrize("case", STREAM_CASES, ids=str)
+def test_streamed_codes_are_the_codes(case, tts):
+    """on_codes hands on each code once, in order, as soon as it is final: the runs concatenated are the
+    returned codes, which equal those of the same call without the hook (same seed, same latent)."""
+    spk = random_speaker(21)
+    emovec = tts.emotion_vector(spk)
+    kw = dict(max_codes=120, min_codes=40) | STREAM_CASES[case]
+    plain, plain_latent = tts.generate_codes([5, 6, 7, 8, 9], spk, emovec, **kw)
+    runs: list[list[int]] = []
+    codes, latent = tts.generate_codes([5, 6, 7, 8, 9], spk, emovec, on_codes=lambda c: runs.append(c.tolist()),
+                                       **kw)
+    assert codes.tolist() == plain.tolist() and np.array_equal(latent, plain_latent)
+    assert [c for run in runs for c in run] == codes.tolist()
+    assert all(runs)  # never an empty run
+    if kw.get("num_beams", 3) == 1 or kw.get("greedy"):
+        assert len(runs) == len(codes)  # one row: every step's code is final at once
+    else:  # beams: codes settle while decoding, not only when the search ends
+        assert len(runs) > 1 and len(runs[0]) < len(codes) - 10, [len(r) for r in runs]

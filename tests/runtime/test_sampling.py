@@ -667,3 +667,50 @@ def test_update_rejects_bad_logits_and_use_after_done(num_beams):
     out = dec.finalize()
     assert out.size == 1 and out.dtype == np.int64
     np.testing.assert_array_equal(dec.finalize(), out)  # idempotent
+
+
+@pytest.mark.parametrize("num_beams", [2, 3, 4])
+@pytest.mark.parametrize("greedy", [False, True])
+def test_settled_prefix_only_grows_and_starts_the_result(num_beams, greedy):
+    """`settled()` never shrinks nor changes, holds no eos, and the final result starts with it: what a
+    streaming caller hands on early is never taken back. Random logits with a peaked, repeating
+    favourite make the beams agree on long prefixes, and a likely eos ends some searches early."""
+    eos, vocab, steps = 3, 12, 40
+    settled_early = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        options = S.SamplingOptions(greedy=greedy, num_beams=num_beams, top_k=0, top_p=1.0, temperature=1.0,
+                                  repetition_penalty=1.0)
+        decoder = S.make_decoder(options, prompt_ids=[1, 1, 8], eos_id=eos, max_new_tokens=steps,
+                               rng=np.random.default_rng(seed + 100))
+        before = np.zeros(0, dtype=np.int64)
+        for step in range(steps):
+            logits = rng.standard_normal((num_beams, vocab)).astype(np.float32)
+            logits[:, (step * 5) % vocab] += 4.0  # a favourite every beam likes
+            logits[:, eos] += 1.0 if step > 20 else -3.0
+            done = decoder.update(logits).done
+            now = decoder.settled()
+            assert now.dtype == np.int64 and eos not in now.tolist()
+            assert now[: before.size].tolist() == before.tolist(), (seed, step)
+            if not done and now.size > 0:
+                settled_early += 1
+            before = now
+            if done:
+                break
+        result = decoder.finalize()
+        assert result[: before.size].tolist() == before.tolist(), seed
+    assert settled_early > 30  # over the 30 searches, codes settle before the end (not only at the end)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_single_row_settles_every_step(greedy):
+    options = S.SamplingOptions(greedy=greedy, num_beams=1, top_k=0, top_p=1.0, temperature=1.0,
+                              repetition_penalty=1.0)
+    decoder = S.make_decoder(options, prompt_ids=[1, 8], eos_id=0, max_new_tokens=10,
+                           rng=np.random.default_rng(0))
+    for step in range(1, 6):
+        logits = np.full((1, 6), -5.0, dtype=np.float32)
+        logits[0, 0 if step == 5 else step] = 5.0  # tokens 1, 2, 3, 4, then eos
+        decoder.update(logits)
+        assert decoder.settled().tolist() == list(range(1, min(step, 4) + 1))
+    assert decoder.finalize().tolist() == [1, 2, 3, 4, 0]
