@@ -137,3 +137,45 @@ class CodeGenerator:
         _, hidden, _ = self._run(x, self._empty_cache(1))
         n = mel_ids.shape[0]
         return np.ascontiguousarray(hidden[:, -n:-2])
+
+    def latent_stream(self, prefix: np.ndarray, text_ids: list[int]) -> "LatentStream":
+        """An incremental `latent`: prefill the conditioning once, then `extend` with codes as they arrive.
+
+        The GPT is causal and latent row i is the hidden state at the token *before* code i (start mel
+        token for i = 0), so the rows for codes[:k] never depend on later codes or on the stop token;
+        the concatenated `extend` outputs equal `latent(prefix, text_ids, codes)` up to float rounding."""
+        d = self.dims
+        start = self._mel(np.array([d.start_mel_token]), np.array([0]))[None]  # (1, 1, dim), mel position 0
+        x = np.concatenate([prefix, self._text(list(text_ids)), start], axis=1)  # same rows as latent()
+        cache = self._empty_cache(1)
+        _, hidden, presents = self._run(x, cache)
+        cache.update(presents)
+        return LatentStream(self, cache, np.ascontiguousarray(hidden[:, -1:]), 1)
+
+
+@dataclass
+class LatentStream:
+    """KV-cached second pass for streaming (CodeGenerator.latent_stream): `extend(codes)` -> their latent rows.
+
+    pending : (1, 1, d) hidden state at the last token fed: the latent row of the next code
+    position: mel position the next code is fed at (the start token is at 0, code i at i + 1, as in latent)"""
+
+    generator: CodeGenerator
+    cache: KVCache
+    pending: np.ndarray
+    position: int
+
+    def extend(self, codes: np.ndarray) -> np.ndarray:
+        """(n,) new codes -> (1, n, d) float32 latent rows for them, in order (n = 0 gives (1, 0, d))."""
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        n = codes.shape[0]
+        if n == 0:
+            return self.pending[:, :0].astype(np.float32)
+        g = self.generator
+        x = g._mel(codes, np.arange(self.position, self.position + n))[None]  # (1, n, d)
+        _, hidden, presents = g._run(x, self.cache)  # hidden (1, n, d): row j predicts code j + 1
+        self.cache.update(presents)
+        rows = np.concatenate([self.pending, hidden[:, :-1]], axis=1).astype(np.float32)  # (1, n, d)
+        self.pending = np.ascontiguousarray(hidden[:, -1:])
+        self.position += n
+        return rows
