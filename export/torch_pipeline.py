@@ -39,7 +39,7 @@ from ..runtime.audio import (emotion_waveform, kaldi_fbank, load_audio, log_mel,
 from ..runtime.bench import (Job, Output, Stopwatch, Workload, check_codes, measure, one_segment, peak_rss_mib,
                              worker_main)
 from ..runtime.gpt import ban_early_stop
-from ..runtime.s2mel import target_frames
+from ..runtime.s2mel import cfm_noise, target_frames
 from ..runtime.sampling import SamplingOptions, make_decoder
 from ..runtime.text import Tokenizer
 from . import reference
@@ -180,8 +180,7 @@ def decode_mel(ref: TorchReference, codes: np.ndarray, latent: torch.Tensor, spk
     frames = target_frames(codes.shape[0])
     cond = m.length_regulator(content, torch.tensor(frames, device=ref.device))  # (1, frames, C)
     mu = torch.cat([spk.prompt_condition, cond], dim=1)  # (1, F + frames, C)
-    shape = (1, spk.ref_mel.shape[1], mu.shape[1])
-    noise = np.random.default_rng(noise_seed).standard_normal(shape, dtype=np.float32)  # as decode_mel(seed=)
+    noise = cfm_noise(noise_seed, spk.ref_mel.shape[1], mu.shape[1])  # as decode_mel(seed=)
     x_lens = torch.tensor([mu.shape[1]], device=ref.device)
     mel = cfm_reference(m.dit, mu, x_lens, spk.ref_mel, spk.style, ref.tensor(noise), steps, cfg_rate)
     return mel[..., spk.ref_mel.shape[2]:]

@@ -1,6 +1,11 @@
 """Torch-free IndexTTS2 runtime on ONNX Runtime.
 
-    from indextts2_onnx.runtime import IndexTTS2, Speaker
+    from indextts2_onnx.runtime import IndexTTS2, Speaker, SynthesisOptions
+
+    tts = IndexTTS2("bundle")
+    result = tts.synthesize("Hello!", "ref.wav", SynthesisOptions(seed=0))   # .audio, .sample_rate, .metrics
+    for chunk in tts.stream("A long text ...", "ref.wav", steps=10):        # AudioChunk values
+        ...
 """
 
 import importlib.util as _util
@@ -12,9 +17,11 @@ if _util.find_spec("onnxruntime") is None:
     )
 
 from .errors import BundleError, GenerationError, IndexTTS2Error, InputError  # noqa: E402
+from .options import SynthesisOptions  # noqa: E402
 from .pipeline import IndexTTS2  # noqa: E402
+from .results import AudioChunk, Metrics, SynthesisResult  # noqa: E402
 from .sampling import SamplingOptions  # noqa: E402
 from .speaker import Speaker  # noqa: E402
 
-__all__ = ["IndexTTS2", "Speaker", "SamplingOptions", "IndexTTS2Error", "BundleError", "InputError",
-           "GenerationError"]
+__all__ = ["IndexTTS2", "Speaker", "SynthesisOptions", "AudioChunk", "SynthesisResult", "Metrics",
+           "SamplingOptions", "IndexTTS2Error", "BundleError", "InputError", "GenerationError"]

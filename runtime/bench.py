@@ -223,8 +223,9 @@ def measure(job: Job, load: Callable[[], M], synth: Callable[[M, str, Workload],
 def synthesize(tts, voice: str | Path, w: Workload) -> Output:
     """The runtime's side of the bench: voice file + text -> (waveform, codes, stage seconds).
 
-    `tts` is an `IndexTTS2`. Public API only, stage by stage, so that a fixed number of codes can be asked
-    for (`min_codes`), which `synthesize`/`stream` do not expose."""
+    `tts` is an `IndexTTS2`. Stage by stage, so that the code and noise seeds are the ones the torch side
+    uses; code generation through its timed variant, which returns the decode and latent seconds as a
+    value (the object keeps no metrics)."""
     clock = Stopwatch()
     ids = one_segment(tts.tokenize(w.text), w.text)
     clock.lap("text_s")
@@ -232,11 +233,11 @@ def synthesize(tts, voice: str | Path, w: Workload) -> Output:
     clock.lap("prompt_s")
     emovec = tts.emotion_vector(spk)  # the speaker is its own emotion prompt
     clock.lap("conditioning_s")
-    codes, latent = tts.generate_codes(ids, spk, emovec, greedy=w.greedy, num_beams=w.beams, top_k=w.top_k,
-                                       top_p=w.top_p, temperature=w.temperature,
-                                       repetition_penalty=w.repetition_penalty, max_codes=w.codes, seed=w.seed,
-                                       min_codes=w.codes)
-    clock.lap("conditioning_s", inner={"decode_s": tts.metrics["decode_s"], "latent_s": tts.metrics["latent_s"]})
+    sampling = SamplingOptions(greedy=w.greedy, num_beams=1 if w.greedy else w.beams, top_k=w.top_k, top_p=w.top_p,
+                               temperature=w.temperature, repetition_penalty=w.repetition_penalty)
+    codes, latent, inner = tts._generate_codes_timed(ids, spk, emovec, sampling, max_codes=w.codes, seed=w.seed,
+                                                     min_codes=w.codes)
+    clock.lap("conditioning_s", inner={"decode_s": inner["decode_s"], "latent_s": inner["latent_s"]})
     check_codes(codes, tts.manifest.acoustic.codebook_size)
     mel = tts.decode_mel(codes, latent, spk, steps=w.steps, cfg_rate=w.cfg_rate, seed=w.noise_seed)
     clock.lap("mel_s")

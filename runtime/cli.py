@@ -140,36 +140,31 @@ def _synth(args: argparse.Namespace) -> int:
     path, every option's range, the emotion inputs), so bad input fails in a second, before the bundle
     loads; the WAV is written once, after the last segment, atomically."""
     from .audio import check_output_path, write_wav
-    from .conditioning import check_alpha, check_vector
+    from .options import SynthesisOptions
     from .pipeline import IndexTTS2, join_segments
-    from .presets import check_optional, load_preset
+    from .presets import check_optional
 
     check_output_path(args.out)
     text = _read_text(args)
     check_optional("threads", args.threads)
-    options = dict(steps=args.steps, cfg_rate=args.cfg_rate, num_beams=args.beams, top_k=args.top_k,
-                   top_p=args.top_p, temperature=args.temperature, repetition_penalty=args.repetition_penalty)
-    load_preset(args.preset).override(**options)  # every option within presets.LIMITS
-    check_optional("max_codes", args.max_codes)  # its upper bound, the checkpoint's, is checked once loaded
-    check_alpha(args.emotion_alpha)
-    if args.emotion_vector is not None:
-        check_vector(args.emotion_vector)
-    check_optional("seed", args.seed)
+    # every option within presets.LIMITS; max_codes' upper bound, the checkpoint's, is checked once loaded
+    options = SynthesisOptions(
+        preset=args.preset, greedy=args.greedy, num_beams=args.beams, top_k=args.top_k, top_p=args.top_p,
+        temperature=args.temperature, repetition_penalty=args.repetition_penalty, max_codes=args.max_codes,
+        steps=args.steps, cfg_rate=args.cfg_rate, seed=args.seed, emotion_audio=args.emotion_audio,
+        emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector)
     tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars,
                     verify=not args.no_verify)
-    segments = len(tts.tokenize(text))
+    segments = len(tts.tokenize(text, options.max_tokens_per_segment))
     chunks = []
-    for i, (sr, chunk) in enumerate(tts.stream(text, args.speaker, emotion_audio=args.emotion_audio,
-                                               emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector,
-                                               seed=args.seed, greedy=args.greedy, max_codes=args.max_codes,
-                                               preset=args.preset, **options), 1):
-        print(f"segment {i}/{segments}: {chunk.shape[0] / sr:.2f} s", flush=True)
+    for chunk in tts.stream(text, args.speaker, options):
+        print(f"segment {chunk.segment + 1}/{segments}: {chunk.audio.shape[0] / chunk.sample_rate:.2f} s", flush=True)
         chunks.append(chunk)
-    wav = join_segments(chunks, sr)
+    sr, m = chunks[-1].sample_rate, chunks[-1].metrics
+    wav = join_segments([c.audio for c in chunks], sr)
     write_wav(args.out, wav, sr)
-    m = tts.metrics
-    print(f"wrote {args.out}: {wav.shape[0] / sr:.2f} s at {sr} Hz in {m['total_s']:.2f} s (RTF {m['rtf']:.2f}; "
-          f"GPT {m['ms_per_code']:.1f} ms/code) on {', '.join(tts.providers)}")
+    print(f"wrote {args.out}: {wav.shape[0] / sr:.2f} s at {sr} Hz in {m.total_s:.2f} s (RTF {m.rtf:.2f}; "
+          f"GPT {m.ms_per_code:.1f} ms/code; first audio after {m.ttfa_s:.2f} s) on {', '.join(tts.providers)}")
     return 0
 
 

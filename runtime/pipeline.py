@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -22,9 +23,11 @@ from .errors import BundleError, GenerationError, InputError, non_finite, requir
 from .gpt import CodeGenerator
 from .integrity import BundleTables, ChecksumJob, check_decoder, graph_data_files
 from .manifest import Manifest, load_manifest
-from .presets import LIMITS, UPSTREAM_MAX_CODES, check_optional, load_preset, resolve_max_codes
+from .options import AudioSource, SynthesisOptions, call_options
+from .presets import DEFAULT_PRESET, LIMITS, UPSTREAM_MAX_CODES, check_optional, resolve_max_codes
 from .prompt import PromptEncoder
-from .s2mel import MelDecoder, target_frames
+from .results import AudioChunk, Metrics, SynthesisResult
+from .s2mel import MelDecoder, cfm_noise, target_frames
 from .sampling import NonFiniteScores, SamplingOptions
 from .sessions import Graph, providers_for
 from .speaker import MAX_SEMANTIC_FRAMES, Speaker
@@ -37,7 +40,7 @@ GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "sema
 
 SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
 
-AudioSource = Union[str, Path, tuple]  # a file soundfile reads, or (samples, sample_rate)
+__all__ = ["IndexTTS2", "AudioSource", "load_bundle", "join_segments", "GRAPHS"]
 
 # The stages the output guard names (errors.require_finite) when a result holds NaN / inf.
 STAGES = ("speaker preparation", "speaker conditioning", "emotion vector", "code generation", "mel decoding",
@@ -68,6 +71,35 @@ def join_segments(chunks: list[np.ndarray], sample_rate: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def load_bundle(bundle: str | Path, device: str = "cpu", threads: int | None = None,
+                max_text_chars: int = DEFAULT_MAX_CHARS,
+                verify: bool = True) -> tuple[Manifest, dict[str, Graph], BundleTables]:
+    """A bundle's manifest, opened graphs and tables, every integrity check passed (IndexTTS2's
+    arguments; any failure is a BundleError, a bad argument an InputError)."""
+    threads = check_optional("threads", threads)  # bad arguments fail before any file is read
+    providers = providers_for(device)
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    missing = [name for name in GRAPHS if name not in manifest.graphs]
+    if missing:
+        raise BundleError(f"{bundle}: the bundle has no {', '.join(missing)} graph",
+                          "re-export it with this version of indextts2-onnx")
+    for name in GRAPHS:
+        target = manifest.graphs[name].device
+        if target not in ("any", device):
+            _LOG.warning("%s was exported for %s (%s); it runs on %s but slower, or less precisely",
+                         name, target, manifest.graphs[name].precision, device)
+    # sha256 of every listed file in a background thread while sessions load; leaving the block joins it
+    # and raises a mismatch, before this function returns (a failure inside still reports it first)
+    with ChecksumJob(bundle, manifest, list(manifest.files) if verify else []):
+        for name in GRAPHS:  # weights only from listed files (hashed above), before ONNX Runtime reads any
+            graph_data_files(bundle, manifest, name)
+        graphs = {name: Graph.open(bundle, name, manifest.graphs[name], providers, threads) for name in GRAPHS}
+        check_decoder(bundle, graphs["gpt_decoder"], manifest)
+        tables = BundleTables.load(bundle, manifest, max_text_chars)
+    return manifest, graphs, tables
+
+
 class IndexTTS2:
     """An exported IndexTTS2 bundle, ready to generate.
 
@@ -78,35 +110,37 @@ class IndexTTS2:
     verify : check the sha256 of every bundle file against the manifest while the sessions load (default);
              False skips only the hashing, for deployments that checked the bundle when installing it.
              Paths, listing, field types and table shapes are always checked; any failure is a BundleError.
+
+    The object holds only what the bundle defines; every call's options and metrics are its own values
+    (SynthesisOptions in, AudioChunk / SynthesisResult out), so one instance may serve many threads at
+    once (ONNX Runtime sessions run concurrently).
     """
 
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
                  max_text_chars: int = DEFAULT_MAX_CHARS, verify: bool = True):
-        threads = check_optional("threads", threads)  # bad arguments fail before any file is read
-        providers = providers_for(device)
-        self.bundle = Path(bundle)
-        self.manifest: Manifest = load_manifest(self.bundle)
-        missing = [name for name in GRAPHS if name not in self.manifest.graphs]
+        self._assemble(Path(bundle), *load_bundle(bundle, device, threads, max_text_chars, verify))
+
+    @classmethod
+    def from_graphs(cls, manifest: Manifest, graphs: dict[str, Graph], tables: BundleTables,
+                    bundle: str | Path | None = None) -> IndexTTS2:
+        """An IndexTTS2 over graphs and tables opened already (`load_bundle`, or wrappers of them: any
+        object with Graph's `run` and `providers`). Nothing is read or checked here beyond the graph names;
+        `bundle` is only recorded (None when there is no folder)."""
+        missing = [name for name in GRAPHS if name not in graphs]
         if missing:
-            raise BundleError(f"{self.bundle}: the bundle has no {', '.join(missing)} graph",
-                              "re-export it with this version of indextts2-onnx")
-        for name in GRAPHS:
-            target = self.manifest.graphs[name].device
-            if target not in ("any", device):
-                _LOG.warning("%s was exported for %s (%s); it runs on %s but slower, or less precisely",
-                             name, target, self.manifest.graphs[name].precision, device)
-        # sha256 of every listed file in a background thread while sessions load; leaving the block joins it
-        # and raises a mismatch, before this constructor returns (a failure inside still reports it first)
-        with ChecksumJob(self.bundle, self.manifest, list(self.manifest.files) if verify else []):
-            for name in GRAPHS:  # weights only from listed files (hashed above), before ONNX Runtime reads any
-                graph_data_files(self.bundle, self.manifest, name)
-            graphs = {name: Graph.open(self.bundle, name, self.manifest.graphs[name], providers, threads)
-                      for name in GRAPHS}
-            check_decoder(self.bundle, graphs["gpt_decoder"], self.manifest)
-            tables = BundleTables.load(self.bundle, self.manifest, max_text_chars)
+            raise BundleError(f"from_graphs: no {', '.join(missing)} graph", f"pass all of {', '.join(GRAPHS)}")
+        tts = cls.__new__(cls)
+        tts._assemble(None if bundle is None else Path(bundle), manifest, graphs, tables)
+        return tts
+
+    def _assemble(self, bundle: Path | None, manifest: Manifest, graphs: dict[str, Graph],
+                  tables: BundleTables) -> None:
+        """The stage objects over the graphs. Nothing here changes after construction: calls share it."""
+        self.bundle = bundle
+        self.manifest = manifest
         self._speaker_graph = graphs["gpt_speaker_conditioning"]
         self._emotion_graph = graphs["gpt_emotion_vector"]
-        self._codes = CodeGenerator(graphs["gpt_decoder"], tables.gpt, self.manifest.gpt)
+        self._codes = CodeGenerator(graphs["gpt_decoder"], tables.gpt, manifest.gpt)
         self._prompt = PromptEncoder(graphs["semantic_encoder"], graphs["semantic_codec"], graphs["campplus"],
                                      graphs["length_regulator"])
         self._mel = MelDecoder(graphs["latent_projector"], graphs["length_regulator"], graphs["dit"])
@@ -114,9 +148,7 @@ class IndexTTS2:
         self._matrices = tables.matrices
         self._tokenizer = tables.tokenizer
         self._mel_filterbank = tables.mel_filterbank
-        self._graphs = graphs
-        self._latent_memo: tuple[np.ndarray, np.ndarray] | None = None
-        self.metrics: dict[str, float] = {}
+        self._graphs = dict(graphs)
 
     @property
     def providers(self) -> list[str]:
@@ -159,9 +191,7 @@ class IndexTTS2:
         """
         inputs = {"features": features, "emotion_features": emotion_features, "fbank": fbank, "ref_mel": ref_mel}
         features, emotion_features, fbank, ref_mel = (finite_input(k, v) for k, v in inputs.items())
-        t0 = time.perf_counter()
         spk = self._prompt.speaker(features, mask, emotion_features, emotion_mask, fbank, ref_mel, STAGES[0])
-        self.metrics = {"prompt_s": time.perf_counter() - t0}
         return self._check_speaker(spk)
 
     def _check_speaker(self, spk, name: str = "spk") -> Speaker:
@@ -231,7 +261,8 @@ class IndexTTS2:
 
     # --- text ------------------------------------------------------------------------------------
 
-    def tokenize(self, text: str, max_tokens_per_segment: int = 120) -> list[list[int]]:
+    def tokenize(self, text: str,
+                 max_tokens_per_segment: int = SynthesisOptions.max_tokens_per_segment) -> list[list[int]]:
         """Normalise, tokenise and segment `text` as upstream does -> per-segment raw BPE id lists."""
         return self._tokenizer.segments(text, max_tokens_per_segment=max_tokens_per_segment)
 
@@ -252,17 +283,15 @@ class IndexTTS2:
         return ids
 
     def _speaker_latent(self, spk: Speaker) -> np.ndarray:
-        """The GPT's speaker latents (1, 32, d) for `spk`, computed once per Speaker (every segment of a
-        text reuses them; the memo is keyed on the Speaker's semantic array, which nothing mutates)."""
-        memo = self._latent_memo
-        if memo is None or memo[0] is not spk.semantic:
-            latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
-            self._latent_memo = memo = (spk.semantic, require_finite(STAGES[1], latent))
-        return memo[1]
+        """The GPT's speaker latents (1, 32, d) for `spk`. `stream` computes them once per call and every
+        segment reuses them; nothing is memoised on the object, so concurrent calls share no state."""
+        latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
+        return require_finite(STAGES[1], latent)
 
     def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
-                       num_beams: int = 3, top_k: int = 30, top_p: float = 0.8, temperature: float = 0.8,
-                       repetition_penalty: float = 10.0, max_codes: int | None = None,
+                       num_beams: int = DEFAULT_PRESET.num_beams, top_k: int = DEFAULT_PRESET.top_k,
+                       top_p: float = DEFAULT_PRESET.top_p, temperature: float = DEFAULT_PRESET.temperature,
+                       repetition_penalty: float = DEFAULT_PRESET.repetition_penalty, max_codes: int | None = None,
                        seed: int | None = None, min_codes: int = 0,
                        on_codes: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Semantic codes for one text segment and upstream's latent for them.
@@ -274,22 +303,33 @@ class IndexTTS2:
                    beams, once every candidate agrees), before the latent pass; the runs concatenated are
                    the returned codes, and the result is the same with or without it
         Returns codes int64 (N,) cut before the stop token, and the latent float32 (1, N, d).
-        Defaults are upstream `infer()`'s: beam sampling with 3 beams. Bounds: presets.LIMITS."""
+        Defaults are upstream `infer()`'s (the `default` preset): beam sampling with 3 beams. Bounds: presets.LIMITS."""
+        LIMITS["num_beams"].check("num_beams", num_beams)  # refused even where greedy ignores it
+        options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k, top_p=top_p,
+                                  temperature=temperature, repetition_penalty=repetition_penalty)  # InputError
+        codes, latent, _ = self._generate_codes_timed(token_ids, spk, emovec, options, max_codes, seed, min_codes,
+                                                      on_codes)
+        return codes, latent
+
+    def _generate_codes_timed(self, token_ids, spk: Speaker, emovec: np.ndarray, options: SamplingOptions,
+                              max_codes: int | None, seed: int | None, min_codes: int = 0,
+                              on_codes: Callable[[np.ndarray], None] | None = None,
+                              spk_latent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """`generate_codes` with its stage seconds returned as a value: (codes, latent, {conditioning_s,
+        decode_s, latent_s}). `spk_latent`: the Speaker's latents when the caller computed them already."""
         d = self.manifest.gpt
         spk = self._check_speaker(spk)
         ids = self._check_tokens(token_ids)
         max_codes = resolve_max_codes(max_codes, UPSTREAM_MAX_CODES, d.max_mel_tokens)
         min_codes = LIMITS["min_codes"].check("min_codes", min_codes, max_codes)
         check_optional("seed", seed)
-        LIMITS["num_beams"].check("num_beams", num_beams)  # refused even where greedy ignores it
         emovec = finite_input("emovec", emovec)
         if emovec.shape != (1, d.model_dim):
             raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
                              "use IndexTTS2.emotion_vector")
-        options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k, top_p=top_p,
-                                  temperature=temperature, repetition_penalty=repetition_penalty)  # InputError
         t0 = time.perf_counter()
-        spk_latent = self._speaker_latent(spk)
+        if spk_latent is None:
+            spk_latent = self._speaker_latent(spk)
         prefix = self._codes.prefix(spk_latent, emovec)
         t1 = time.perf_counter()
         try:
@@ -300,18 +340,15 @@ class IndexTTS2:
         t2 = time.perf_counter()
         latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
         t3 = time.perf_counter()
-        self.metrics = {
-            "conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2,
-            "codes": float(codes.shape[0]), "ms_per_code": 1000 * (t2 - t1) / max(codes.shape[0], 1),
-        }
         if codes.shape[0] == 0:
             _LOG.warning("the GPT produced the stop token first: no codes for this segment")
-        return codes, latent
+        return codes, latent, {"conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2}
 
     # --- mel and waveform ------------------------------------------------------------------------
 
-    def decode_mel(self, codes: np.ndarray, latent: np.ndarray, spk: Speaker, steps: int = 25,
-                   cfg_rate: float = 0.7, noise: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+    def decode_mel(self, codes: np.ndarray, latent: np.ndarray, spk: Speaker, steps: int = DEFAULT_PRESET.steps,
+                   cfg_rate: float = DEFAULT_PRESET.cfg_rate, noise: np.ndarray | None = None,
+                   seed: int | None = None) -> np.ndarray:
         """Mel frames (1, n_mels, int(N * 1.72)) for one segment's codes and latent (upstream s2mel).
 
         noise: the CFM start noise for the whole sequence (1, n_mels, prompt frames + target frames), as
@@ -335,14 +372,11 @@ class IndexTTS2:
         if total < a.dit_min_frames:
             raise InputError(f"{total} mel frames in all; the DiT needs at least {a.dit_min_frames}")
         if noise is None:
-            noise = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+            noise = cfm_noise(seed, a.n_mels, total)  # frame by frame, as the chunked path and torch side draw it
         noise = finite_input("noise", noise)
         if noise.shape != shape:
             raise InputError(f"noise: expected shape {shape} (prompt + target frames), got {noise.shape}")
-        t0 = time.perf_counter()
-        mel = require_finite(STAGES[4], self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate)))
-        self.metrics["mel_s"] = time.perf_counter() - t0
-        return mel
+        return require_finite(STAGES[4], self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate)))
 
     def vocode(self, mel: np.ndarray) -> np.ndarray:
         """BigVGAN: mel (1, n_mels, T) -> float32 waveform (hop_length * T,) in [-1, 1]."""
@@ -350,70 +384,59 @@ class IndexTTS2:
         a = self.manifest.acoustic
         if mel.ndim != 3 or mel.shape[:2] != (1, a.n_mels) or mel.shape[2] == 0:
             raise InputError(f"mel: expected shape (1, {a.n_mels}, frames), got {mel.shape}")
-        t0 = time.perf_counter()
-        wav = require_finite(STAGES[5], self._vocoder.run({"mel": mel})[0][0])
-        self.metrics["vocoder_s"] = time.perf_counter() - t0
-        return wav
+        return require_finite(STAGES[5], self._vocoder.run({"mel": mel})[0][0])
 
     # --- text to speech --------------------------------------------------------------------------
 
-    def stream(self, text: str, speaker: AudioSource | Speaker, emotion_audio: AudioSource | Speaker | None = None,
-               emotion_alpha: float = 1.0, emotion_vector=None, seed: int | None = None, steps: int | None = None,
-               cfg_rate: float | None = None, greedy: bool = False, num_beams: int | None = None,
-               top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
-               repetition_penalty: float | None = None, max_codes: int | None = None,
-               max_tokens_per_segment: int = 120, preset: str = "default") -> Iterator[tuple[int, np.ndarray]]:
-        """Speak `text` in the voice of `speaker`, one (sample_rate, float32 waveform) chunk per text segment.
+    def stream(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None, *args,
+               **overrides) -> Iterator[AudioChunk]:
+        """Speak `text` in the voice of `speaker` (audio or a Speaker), chunk by chunk: today one AudioChunk
+        per text segment, in order, the last one `final`.
 
-        Arguments left as None take the preset's value (default = upstream infer()), max_codes lowered to
-        the checkpoint's max_mel_tokens; `seed` makes the whole call reproducible. Every option is checked
-        (presets.LIMITS, emotion_alpha, emotion_vector) and the text tokenised before any audio work, so bad
-        input fails at once; a stage producing NaN or inf raises GenerationError naming it."""
-        p = load_preset(preset).override(steps=steps, cfg_rate=cfg_rate, num_beams=num_beams, top_k=top_k,
-                                         top_p=top_p, temperature=temperature,
-                                         repetition_penalty=repetition_penalty)  # InputError out of LIMITS
-        codes_cap = resolve_max_codes(max_codes, p.max_codes, self.manifest.gpt.max_mel_tokens)
-        SamplingOptions(greedy=greedy, num_beams=1 if greedy else p.num_beams, top_k=p.top_k, top_p=p.top_p,
-                        temperature=p.temperature, repetition_penalty=p.repetition_penalty)  # checks greedy
-        check_alpha(emotion_alpha)
-        if emotion_vector is not None:
-            check_vector(emotion_vector)
-        check_optional("seed", seed)
-        segments = self.tokenize(text, max_tokens_per_segment)  # bad text fails before any audio work
+        options  : a SynthesisOptions (None: the defaults, upstream infer()'s); keyword `overrides` replace
+                   single fields (`steps=10`). A third positional argument that is not a SynthesisOptions
+                   is `emotion_audio`, and later ones follow 0.x's order (options.POSITIONAL_0X).
+        Every option is checked and the text tokenised before this returns, so bad input fails at once;
+        the audio work runs as the chunks are consumed, and stops when the consumer stops (closing the
+        iterator). A stage producing NaN or inf raises GenerationError naming it."""
+        opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
+        segments = self.tokenize(text, opts.max_tokens_per_segment)
+        return self._chunks(segments, speaker, opts)
+
+    def synthesize(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None,
+                   *args, **overrides) -> SynthesisResult:
+        """The whole text as one float32 waveform in [-1, 1], segments joined with 200 ms of silence, and
+        the call's metrics. Arguments as `stream`'s; the result unpacks as `sr, wav` too."""
+        chunks = list(self.stream(text, speaker, options, *args, **overrides))
+        sr = self.manifest.acoustic.sample_rate
+        return SynthesisResult(join_segments([c.audio for c in chunks], sr), sr, chunks[-1].metrics)
+
+    def _chunks(self, segments: list[list[int]], speaker: AudioSource | Speaker,
+                o: SynthesisOptions) -> Iterator[AudioChunk]:
+        """The audio work of one call with resolved options `o`: a plain generator, so each segment is
+        computed only when the consumer asks for its chunk. Metrics accumulate in a local value."""
         t0 = time.perf_counter()
         spk = self.prepare_speaker(speaker)
-        emovec = self.emotion_vector(spk, emotion_audio, emotion_alpha, emotion_vector, seed=seed)
-        totals = {"prompt_s": time.perf_counter() - t0}
-        seeds = np.random.default_rng(seed).integers(0, 2**31, size=(len(segments), 2))
+        emovec = self.emotion_vector(spk, o.emotion_audio, o.emotion_alpha, o.emotion_vector, seed=o.seed)
+        t1 = time.perf_counter()
+        spk_latent = self._speaker_latent(spk)  # once per call, shared by every segment
+        m = Metrics(prompt_s=t1 - t0, conditioning_s=time.perf_counter() - t1)
+        sampling = o.sampling()
+        seeds = np.random.default_rng(o.seed).integers(0, 2**31, size=(len(segments), 2))
         sr = self.manifest.acoustic.sample_rate
-        for ids, (s_codes, s_noise) in zip(segments, seeds):
-            codes, latent = self.generate_codes(ids, spk, emovec, greedy, p.num_beams, p.top_k, p.top_p,
-                                                p.temperature, p.repetition_penalty, codes_cap, int(s_codes))
-            step = dict(self.metrics)
+        for i, (ids, (s_codes, s_noise)) in enumerate(zip(segments, seeds)):
+            codes, latent, t = self._generate_codes_timed(ids, spk, emovec, sampling, o.max_codes, int(s_codes),
+                                                          o.min_codes, spk_latent=spk_latent)
             if codes.shape[0] == 0:
                 raise GenerationError("the GPT stopped before producing any code for a segment",
                                       "try another seed or rephrase the text")
-            wav = self.vocode(self.decode_mel(codes, latent, spk, p.steps, p.cfg_rate, seed=int(s_noise)))
-            step.update(self.metrics)
-            for k, v in step.items():
-                totals[k] = totals.get(k, 0.0) + v
-            totals["audio_s"] = totals.get("audio_s", 0.0) + wav.shape[0] / sr
-            totals["total_s"] = time.perf_counter() - t0
-            totals["rtf"] = totals["total_s"] / totals["audio_s"]
-            totals["ms_per_code"] = 1000 * totals["decode_s"] / max(totals["codes"], 1.0)
-            self.metrics = dict(totals)
-            yield sr, wav
-
-    def synthesize(self, text: str, speaker: AudioSource | Speaker, emotion_audio: AudioSource | Speaker | None = None,
-                   emotion_alpha: float = 1.0, emotion_vector=None, seed: int | None = None,
-                   steps: int | None = None, cfg_rate: float | None = None, greedy: bool = False,
-                   num_beams: int | None = None, top_k: int | None = None, top_p: float | None = None,
-                   temperature: float | None = None, repetition_penalty: float | None = None,
-                   max_codes: int | None = None, max_tokens_per_segment: int = 120,
-                   preset: str = "default") -> tuple[int, np.ndarray]:
-        """The whole text as one float32 waveform in [-1, 1]: segments joined with 200 ms of silence."""
-        chunks = list(self.stream(text, speaker, emotion_audio, emotion_alpha, emotion_vector, seed, steps, cfg_rate,
-                                  greedy, num_beams, top_k, top_p, temperature, repetition_penalty, max_codes,
-                                  max_tokens_per_segment, preset))
-        sr = self.manifest.acoustic.sample_rate
-        return sr, join_segments([wav for _, wav in chunks], sr)
+            t2 = time.perf_counter()
+            mel = self.decode_mel(codes, latent, spk, o.steps, o.cfg_rate, seed=int(s_noise))
+            t3 = time.perf_counter()
+            wav = self.vocode(mel)
+            now = time.perf_counter()
+            m = replace(m, conditioning_s=m.conditioning_s + t["conditioning_s"], decode_s=m.decode_s + t["decode_s"],
+                        latent_s=m.latent_s + t["latent_s"], mel_s=m.mel_s + t3 - t2, vocoder_s=m.vocoder_s + now - t3,
+                        codes=m.codes + int(codes.shape[0]), audio_s=m.audio_s + wav.shape[0] / sr,
+                        total_s=now - t0, ttfa_s=m.ttfa_s if i else now - t0)
+            yield AudioChunk(wav, sr, segment=i, index=i, final=i == len(segments) - 1, metrics=m)

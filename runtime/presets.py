@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from importlib import resources
 
 import numpy as np
@@ -89,6 +90,9 @@ LIMITS: dict[str, Bound] = {
     "max_codes": Bound(1, integer=True,
                        note="at most the checkpoint's max_mel_tokens, the size of its mel position table"),
     "min_codes": Bound(0, integer=True, note="at most max_codes"),
+    "max_tokens_per_segment": Bound(1, integer=True, note="upstream uses 120; below about 20 segments get very short"),
+    "first_chunk_codes": Bound(1, integer=True, note="codes in the first streamed chunk"),
+    "chunk_codes": Bound(1, integer=True, note="codes in each later streamed chunk"),
     "steps": Bound(1, 1000, integer=True, note="flow-matching steps; upstream uses 25"),
     "cfg_rate": Bound(0, note="0 switches classifier-free guidance off; upstream uses 0.7"),
     "threads": Bound(1, 256, integer=True, note="leave it unset for ONNX Runtime's default, the physical cores"),
@@ -140,11 +144,22 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> Preset:
+    """The named preset (InputError for a name that is not shipped). Read once: a Preset is frozen."""
     if not isinstance(name, str) or name not in preset_names():
         raise InputError(f"preset {name!r} does not exist", f"use one of {', '.join(preset_names())}")
+    return _read_preset(name)
+
+
+@lru_cache(maxsize=None)
+def _read_preset(name: str) -> Preset:
     text = resources.files(__package__).joinpath("presets", f"{name}.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     expected = {f.name for f in fields(Preset)}
     if set(data) != expected:
         raise InputError(f"preset {name!r}: keys {sorted(data)} differ from {sorted(expected)}")
     return Preset(**data)
+
+
+# Upstream infer()'s values: the defaults of every stage method and of SamplingOptions, read from the one
+# place they are written (presets/default.yaml).
+DEFAULT_PRESET = load_preset("default")

@@ -24,6 +24,13 @@ def target_frames(n_codes: int) -> int:
     return int(np.float32(n_codes) * np.float32(CODE_TO_FRAME))
 
 
+def cfm_noise(seed: int | None, n_mels: int, frames: int) -> np.ndarray:
+    """The CFM start noise (1, n_mels, frames) for `seed`, drawn frame by frame: the first k frames are the
+    same whatever `frames` is, so a stream that draws noise for its longest possible segment and the
+    non-streamed call that knows the length start from the same noise."""
+    return np.ascontiguousarray(np.random.default_rng(seed).standard_normal((frames, n_mels), dtype=np.float32).T[None])
+
+
 @dataclass
 class MelDecoder:
     projector: Graph

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError
-from .presets import LIMITS, is_int as _is_int
+from .presets import DEFAULT_PRESET, LIMITS, is_int as _is_int
 
 BEAM_INIT_SCORE = -1e9  # upstream `beam_scores[:, 1:] = -1e9`: only beam 0 is live on the first step
 BEAM_MIN_TOKENS_TO_KEEP = 2  # HF: 1 + number of eos ids when num_beams > 1, else 1
@@ -53,13 +53,13 @@ class SamplingOptions:
     """
 
     greedy: bool = False
-    num_beams: int = 3
+    num_beams: int = DEFAULT_PRESET.num_beams  # defaults: presets/default.yaml (upstream's 3, 30, 0.8, 0.8, 10)
     # sampling-related options (HF semantics: top_k 0 and top_p 1.0 switch the filter off)
-    top_k: int = 30
-    top_p: float = 0.8
-    temperature: float = 0.8
+    top_k: int = DEFAULT_PRESET.top_k
+    top_p: float = DEFAULT_PRESET.top_p
+    temperature: float = DEFAULT_PRESET.temperature
     # applied to every id already in the row, prompt ids included (CTRL, arXiv:1909.05858)
-    repetition_penalty: float = 10.0
+    repetition_penalty: float = DEFAULT_PRESET.repetition_penalty
     # beam hypotheses are ranked by sum_logprobs / generated_len ** length_penalty
     length_penalty: float = 0.0
 

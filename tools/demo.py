@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from indextts2_onnx.runtime import IndexTTS2
+from indextts2_onnx.runtime import IndexTTS2, SynthesisOptions
 from indextts2_onnx.runtime.audio import synthetic_voice, write_wav
 
 TEXT = "Hello! This is IndexTTS2 running on ONNX Runtime, without torch."
@@ -35,14 +35,14 @@ def main() -> None:
     out = Path(args.out)
     speaker = args.speaker or write_prompt(out.with_name(out.stem + "_prompt.wav"))
     tts = IndexTTS2(args.bundle)
-    sr, wav = tts.synthesize(args.text, speaker, seed=args.seed, preset=args.preset)
+    result = tts.synthesize(args.text, speaker, SynthesisOptions(seed=args.seed, preset=args.preset))
+    sr, wav, m = result.sample_rate, result.audio, result.metrics
     write_wav(out, wav, sr)
-    m = tts.metrics
     print(f"providers: {tts.providers}")
     print(f"{args.text!r} -> {out} ({wav.shape[0] / sr:.2f} s at {sr} Hz)")
-    print(f"total {m['total_s']:.2f} s, RTF {m['rtf']:.2f}: prompt {m['prompt_s'] * 1000:.0f} ms, "
-          f"GPT {m['decode_s'] * 1000:.0f} ms ({m['ms_per_code']:.2f} ms/code), mel {m['mel_s'] * 1000:.0f} ms, "
-          f"vocoder {m['vocoder_s'] * 1000:.0f} ms")
+    print(f"total {m.total_s:.2f} s, RTF {m.rtf:.2f}: prompt {m.prompt_s * 1000:.0f} ms, "
+          f"GPT {m.decode_s * 1000:.0f} ms ({m.ms_per_code:.2f} ms/code), mel {m.mel_s * 1000:.0f} ms, "
+          f"vocoder {m.vocoder_s * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 from indextts2_onnx.runtime import IndexTTS2
 from indextts2_onnx.runtime.audio import log_mel, synthetic_voice
 from indextts2_onnx.runtime.chunked import ChunkedDecoder, ChunkPlan
-from indextts2_onnx.runtime.s2mel import target_frames
+from indextts2_onnx.runtime.s2mel import cfm_noise, target_frames
 
 TEXT = "Streaming should start speaking long before the whole sentence has been decoded."
 
@@ -113,8 +113,7 @@ def main(argv=None) -> None:
     emovec = tts.emotion_vector(spk)
     ids = tts.tokenize(TEXT)[0]
     codes, latent = tts.generate_codes(ids, spk, emovec, greedy=True, max_codes=a.codes, min_codes=a.codes)
-    shape = (1, tts.manifest.acoustic.n_mels, spk.ref_mel.shape[2] + target_frames(len(codes)))
-    noise = np.random.default_rng(a.seed).standard_normal(shape, dtype=np.float32)
+    noise = cfm_noise(a.seed, tts.manifest.acoustic.n_mels, spk.ref_mel.shape[2] + target_frames(len(codes)))
     t0 = time.perf_counter()
     ref = tts.vocode(tts.decode_mel(codes, latent, spk, a.steps, 0.7, noise=noise))
     full_s = time.perf_counter() - t0

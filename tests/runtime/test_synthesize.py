@@ -10,6 +10,7 @@ from indextts2_onnx.runtime import IndexTTS2, InputError
 from indextts2_onnx.runtime.audio import (emotion_waveform, kaldi_fbank, log_mel, seamless_features,
                                           speaker_waveforms)
 from indextts2_onnx.runtime.cli import main
+from indextts2_onnx.runtime.pipeline import load_bundle
 
 TEXT = "HELLO THERE, MY FRIEND. THIS IS A SMALL TEST OF THE WHOLE PIPELINE, WITH SEVERAL SEGMENTS."
 
@@ -51,24 +52,27 @@ def test_prepare_speaker_runs_the_front_end_then_the_encoders(tts, voice):
 def test_stream_yields_one_chunk_per_segment_and_synthesize_joins_them(tts, voice):
     segments = tts.tokenize(TEXT, max_tokens_per_segment=20)
     assert len(segments) >= 2
-    chunks = list(tts.stream(TEXT, voice, seed=3, steps=3, max_tokens_per_segment=20))
+    chunks = [tuple(c) for c in tts.stream(TEXT, voice, seed=3, steps=3, max_tokens_per_segment=20)]  # 0.x form
     assert len(chunks) == len(segments)
     assert all(sr == 22050 and w.dtype == np.float32 and w.ndim == 1 for sr, w in chunks)
-    sr, wav = tts.synthesize(TEXT, voice, seed=3, steps=3, max_tokens_per_segment=20)
+    result = tts.synthesize(TEXT, voice, seed=3, steps=3, max_tokens_per_segment=20)
+    sr, wav = result
     gap = np.zeros(4410, np.float32)  # 200 ms at 22050 Hz, as upstream
     want = np.concatenate([chunks[0][1]] + [p for _, w in chunks[1:] for p in (gap, w)])
     np.testing.assert_array_equal(wav, want)  # seeded: the same call gives the same audio
-    assert tts.metrics["rtf"] > 0 and tts.metrics["audio_s"] == pytest.approx(sum(w.size for _, w in chunks) / sr)
+    m = result.metrics
+    assert m.rtf > 0 and m.audio_s == pytest.approx(sum(w.size for _, w in chunks) / sr)
     assert np.abs(wav).max() <= 1.0
 
 
 def test_stream_computes_the_speaker_latent_once(tiny_bundle, voice):
     """Every segment of a text shares the speaker latents: the conditioning graph runs once per Speaker."""
-    tts = IndexTTS2(tiny_bundle)
+    manifest, graphs, tables = load_bundle(tiny_bundle)
     calls = []
-    graph = tts._speaker_graph
+    graph = graphs["gpt_speaker_conditioning"]
     run = graph.run
     graph.run = lambda feeds: calls.append(1) or run(feeds)
+    tts = IndexTTS2.from_graphs(manifest, graphs, tables)
     spk = tts.prepare_speaker(voice)
     chunks = list(tts.stream(TEXT, spk, seed=3, steps=2, max_tokens_per_segment=20))
     assert len(chunks) >= 2 and len(calls) == 1

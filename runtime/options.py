@@ -1,0 +1,133 @@
+"""`SynthesisOptions`: every per-call option of `IndexTTS2.synthesize` / `stream`, as one frozen value.
+
+Options in, results out (whisper's `DecodingOptions`): a call takes a `SynthesisOptions` (or keyword
+overrides of single fields) and nothing about the call is stored on the `IndexTTS2` object, so one
+instance can serve many threads.
+
+Where the defaults live: fields left as None take the named preset's value (`presets/*.yaml`; `default`
+is upstream `infer()`'s), and `max_codes` is then lowered to the checkpoint's `max_mel_tokens`. The other
+defaults are the field defaults below. Every value is checked against `presets.LIMITS` when the options
+are built, so a bad option fails before any work, with one InputError naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .conditioning import check_alpha, check_vector
+from .presets import LIMITS, check_optional, load_preset, resolve_max_codes
+from .sampling import SamplingOptions
+
+AudioSource = Union[str, Path, tuple]  # a file soundfile reads, or (samples, sample_rate)
+
+# The fields a preset supplies when they are left as None.
+PRESET_FIELDS = ("num_beams", "top_k", "top_p", "temperature", "repetition_penalty", "steps", "cfg_rate")
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """How to speak one text. Frozen: derive variants with `with_overrides(...)` (or `dataclasses.replace`).
+
+    The chunk fields (`first_chunk_codes`, `chunk_codes`) are carried for the chunked acoustic path that
+    is being built; today `stream()` still yields one chunk per text segment and ignores them."""
+
+    # named defaults for every field below left as None: "default" (upstream), "fast", "high_quality"
+    preset: str = "default"
+
+    # code sampling (HF semantics; presets.LIMITS has the ranges); greedy: no draw, argmax / beam search
+    greedy: bool = False
+    num_beams: Optional[int] = None
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    temperature: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+
+    # codes per text segment: max_codes None = the preset's (1500), lowered to the checkpoint's max_mel_tokens;
+    # min_codes: no stop before this many (fixes the length, e.g. for benchmarks)
+    max_codes: Optional[int] = None
+    min_codes: int = 0
+
+    # flow matching: Euler steps and classifier-free guidance rate
+    steps: Optional[int] = None
+    cfg_rate: Optional[float] = None
+
+    # one seed makes the whole call reproducible; None draws a fresh one
+    seed: Optional[int] = None
+
+    # emotion (IndexTTS2.emotion_vector): a prompt (file, (samples, sr) or Speaker) weighted by
+    # emotion_alpha, or 8 weights (happy, angry, sad, afraid, disgusted, melancholic, surprised, calm)
+    emotion_audio: Any = None
+    emotion_alpha: float = 1.0
+    emotion_vector: Optional[tuple] = None
+
+    # text segmentation: BPE tokens per segment, as upstream (120)
+    max_tokens_per_segment: int = 120
+
+    # streaming: codes in the first chunk and in each later one (not used yet, see the class docstring)
+    first_chunk_codes: int = 40
+    chunk_codes: int = 100
+
+    def __post_init__(self) -> None:
+        """Every field checked once, here (InputError naming it); the emotion vector stored as a tuple."""
+        load_preset(self.preset)  # InputError for an unknown preset
+        for name in PRESET_FIELDS + ("max_codes", "seed"):
+            check_optional(name, getattr(self, name))
+        LIMITS["min_codes"].check("min_codes", self.min_codes, self.max_codes)
+        self.sampling()  # greedy is a bool, the sampling fields fit together
+        check_alpha(self.emotion_alpha)
+        if self.emotion_vector is not None:
+            object.__setattr__(self, "emotion_vector", tuple(float(w) for w in check_vector(self.emotion_vector)))
+        for name in ("max_tokens_per_segment", "first_chunk_codes", "chunk_codes"):
+            LIMITS[name].check(name, getattr(self, name))
+
+    def with_overrides(self, **overrides) -> SynthesisOptions:
+        """These options with some fields replaced (checked again); an unknown name is a TypeError."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"unknown synthesis option(s): {', '.join(unknown)}")
+        return replace(self, **overrides) if overrides else self
+
+    def resolve(self, max_mel_tokens: int) -> SynthesisOptions:
+        """These options with the preset's values in every None field and max_codes fitted to a
+        checkpoint whose mel position table holds `max_mel_tokens` (an explicit larger max_codes is an
+        InputError). `seed` and the emotion inputs stay as given (None is meaningful there)."""
+        p = load_preset(self.preset)
+        filled = {name: getattr(p, name) if getattr(self, name) is None else getattr(self, name)
+                  for name in PRESET_FIELDS}
+        max_codes = resolve_max_codes(self.max_codes, p.max_codes, max_mel_tokens)
+        LIMITS["min_codes"].check("min_codes", self.min_codes, max_codes)
+        return replace(self, **filled, max_codes=max_codes)
+
+    def sampling(self) -> SamplingOptions:
+        """The code sampler's options (None fields: the preset's; one beam when greedy)."""
+        p = load_preset(self.preset)
+        value = {name: getattr(p, name) if getattr(self, name) is None else getattr(self, name)
+                 for name in ("num_beams", "top_k", "top_p", "temperature", "repetition_penalty")}
+        return SamplingOptions(greedy=self.greedy, **{**value, "num_beams": 1 if self.greedy else value["num_beams"]})
+
+
+# 0.x `stream` / `synthesize` took these positionally after `speaker`; a third positional argument that is
+# not a SynthesisOptions starts this list, so old calls keep working.
+POSITIONAL_0X = ("emotion_audio", "emotion_alpha", "emotion_vector", "seed", "steps", "cfg_rate", "greedy",
+                 "num_beams", "top_k", "top_p", "temperature", "repetition_penalty", "max_codes",
+                 "max_tokens_per_segment", "preset")
+
+
+def call_options(options, args: tuple, overrides: dict) -> SynthesisOptions:
+    """The options of one `synthesize` / `stream` call: `options` (or the defaults) with the keyword
+    overrides applied, or, for a 0.x call, the positional arguments in their 0.x order (POSITIONAL_0X).
+    A bad value is an InputError; a misuse of the signature (too many positionals, one option given twice,
+    an unknown name) a TypeError, as Python itself would raise."""
+    if options is not None and not isinstance(options, SynthesisOptions):
+        options, args = None, (options, *args)
+    elif args:
+        raise TypeError("after a SynthesisOptions, options are given by keyword")
+    if len(args) > len(POSITIONAL_0X):
+        raise TypeError(f"at most {len(POSITIONAL_0X) + 3} positional arguments, got {len(args) + 3}")
+    positional = dict(zip(POSITIONAL_0X, args))
+    twice = sorted(set(positional) & set(overrides))
+    if twice:
+        raise TypeError(f"option(s) given twice: {', '.join(twice)}")
+    return (options or SynthesisOptions()).with_overrides(**positional, **overrides)
