@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from .errors import require_finite
 from .flow import solve_euler
 from .s2mel import MelDecoder, target_frames
 from .sessions import Graph
@@ -140,6 +141,8 @@ class ChunkedDecoder:
     chunks: int = 0  # chunks decoded so far
     tail: np.ndarray | None = None  # held-back audio of the last chunk's final overlap frames
     timings: list[float] = field(default_factory=list)  # seconds per decoded chunk (s2mel + vocoder)
+    mel_s: float = 0.0  # seconds in s2mel (projector, regulator, CFM loop) over all chunks
+    vocoder_s: float = 0.0  # seconds in BigVGAN over all chunks
 
     @property
     def fed(self) -> int:
@@ -195,5 +198,10 @@ class ChunkedDecoder:
         mu = np.concatenate([spk.prompt_condition, self.mel.regulate(content, frames)], axis=1)  # (1, F+t, C)
         prompt = spk.ref_mel.shape[2]
         noise = noise_columns(self.noise, prompt, target_frames(first), target_frames(end))
+        t0 = time.perf_counter()
         mel = solve_euler(self.mel.estimate, mu, spk.ref_mel, spk.style, noise, self.steps, self.cfg_rate)
-        return self.vocoder.run({"mel": np.ascontiguousarray(mel[:, :, prompt:])})[0][0]
+        mel = require_finite("mel decoding", np.ascontiguousarray(mel[:, :, prompt:]))
+        t1 = time.perf_counter()
+        wav = require_finite("vocoder", self.vocoder.run({"mel": mel})[0][0])
+        self.mel_s, self.vocoder_s = self.mel_s + t1 - t0, self.vocoder_s + time.perf_counter() - t1
+        return wav

@@ -138,13 +138,21 @@ def _read_text(args: argparse.Namespace) -> str:
 def _synth(args: argparse.Namespace) -> int:
     """Text to speech. Everything that can be checked without the model is checked first (the output
     path, every option's range, the emotion inputs), so bad input fails in a second, before the bundle
-    loads; the WAV is written once, after the last segment, atomically."""
-    from .audio import check_output_path, write_wav
+    loads. Without --stream each segment is decoded whole and the WAV written once, atomically; with
+    --stream chunks are written as they come (into the temporary WAV, whose header is fixed when it is
+    renamed into place; or as raw 16-bit PCM to stdout with --out -)."""
+    import soundfile as sf
+
+    from .audio import atomic_write, check_output_path, to_int16
     from .options import SynthesisOptions
-    from .pipeline import IndexTTS2, join_segments
+    from .pipeline import IndexTTS2
     from .presets import check_optional
 
-    check_output_path(args.out)
+    to_stdout = args.out == "-"
+    if to_stdout and not args.stream:
+        raise InputError("--out - (raw PCM on stdout) needs --stream", "add --stream, or give a file name")
+    if not to_stdout:
+        check_output_path(args.out)
     text = _read_text(args)
     check_optional("threads", args.threads)
     # every option within presets.LIMITS; max_codes' upper bound, the checkpoint's, is checked once loaded
@@ -152,19 +160,38 @@ def _synth(args: argparse.Namespace) -> int:
         preset=args.preset, greedy=args.greedy, num_beams=args.beams, top_k=args.top_k, top_p=args.top_p,
         temperature=args.temperature, repetition_penalty=args.repetition_penalty, max_codes=args.max_codes,
         steps=args.steps, cfg_rate=args.cfg_rate, seed=args.seed, emotion_audio=args.emotion_audio,
-        emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector)
+        emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector, chunked=args.stream)
     tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars,
                     verify=not args.no_verify)
     segments = len(tts.tokenize(text, options.max_tokens_per_segment))
-    chunks = []
-    for chunk in tts.stream(text, args.speaker, options):
-        print(f"segment {chunk.segment + 1}/{segments}: {chunk.audio.shape[0] / chunk.sample_rate:.2f} s", flush=True)
-        chunks.append(chunk)
-    sr, m = chunks[-1].sample_rate, chunks[-1].metrics
-    wav = join_segments([c.audio for c in chunks], sr)
-    write_wav(args.out, wav, sr)
-    print(f"wrote {args.out}: {wav.shape[0] / sr:.2f} s at {sr} Hz in {m.total_s:.2f} s (RTF {m.rtf:.2f}; "
-          f"GPT {m.ms_per_code:.1f} ms/code; first audio after {m.ttfa_s:.2f} s) on {', '.join(tts.providers)}")
+    log = sys.stderr if to_stdout else sys.stdout
+    last = []
+
+    def chunks():
+        for chunk in tts.stream(text, args.speaker, options):
+            label = f"chunk {chunk.index + 1}, segment" if args.stream else "segment"
+            print(f"{label} {chunk.segment + 1}/{segments}: {chunk.audio.shape[0] / chunk.sample_rate:.2f} s",
+                  file=log, flush=True)
+            last[:] = [chunk]
+            yield to_int16(chunk.audio)
+
+    sr = tts.manifest.acoustic.sample_rate
+    if to_stdout:
+        for pcm in chunks():
+            sys.stdout.buffer.write(pcm.astype("<i2").tobytes())
+            sys.stdout.buffer.flush()
+    else:
+        def write(f) -> None:
+            with sf.SoundFile(f, "w", samplerate=sr, channels=1, subtype="PCM_16", format="WAV") as out:
+                for pcm in chunks():
+                    out.write(pcm)
+                    f.flush()
+
+        atomic_write(args.out, write, "WAV file")
+    m = last[0].metrics
+    print(f"wrote {args.out if not to_stdout else 'stdout'}: {m.audio_s:.2f} s at {sr} Hz in {m.total_s:.2f} s "
+          f"(RTF {m.rtf:.2f}; GPT {m.ms_per_code:.1f} ms/code; first audio after {m.ttfa_s:.2f} s) on "
+          f"{', '.join(tts.providers)}", file=log)
     return 0
 
 
@@ -292,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     sy.add_argument("--threads", type=int, default=None, help="intra-op threads per graph, 1..256")
     sy.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (default 5000)")
+    sy.add_argument("--stream", action="store_true",
+                    help="decode in chunks and write audio as it comes (time to first audio); --out - writes "
+                         "raw 16-bit mono PCM to stdout")
     sy.add_argument("--no-verify", action="store_true",
                     help="skip the sha256 check of the bundle's files while it loads")
     sy.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,

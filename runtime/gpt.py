@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -89,9 +89,21 @@ class CodeGenerator:
         min_codes: the stop token is banned for the first `min_codes` codes (HF `min_new_tokens`; 0 = upstream).
         Benchmarks use it to generate a fixed number of codes from random weights.
         `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests).
-        `on_codes`, when given, receives codes as soon as they are final (`TokenDecoder.settled`: every
-        step with one row; with beams, once every candidate agrees on them), in order, each code once;
-        together they are the returned codes. It does not change what is generated."""
+        `on_codes`, when given, receives codes as soon as they are final (`runs`), in order, each code
+        once; together they are the returned codes. It does not change what is generated."""
+        runs = []
+        for run in self.runs(prefix, text_ids, options, max_codes, rng, trace, min_codes):
+            if on_codes is not None:
+                on_codes(run)
+            runs.append(run)
+        return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+
+    def runs(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
+             rng: np.random.Generator, trace: list | None = None, min_codes: int = 0) -> Iterator[np.ndarray]:
+        """The decode loop as a generator of runs of final codes (non-empty int64 arrays, in order):
+        every step with one row (greedy, plain sampling); with beams, as soon as every candidate result
+        agrees on them (`TokenDecoder.settled`). Concatenated they are `generate`'s codes. A consumer that
+        stops iterating stops the decoding."""
         d = self.dims
         ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
         start = self._mel(np.array([d.start_mel_token]), np.array([0]))[None]  # (1, 1, dim), mel position 0
@@ -105,16 +117,15 @@ class CodeGenerator:
         cache.update(presents)
         cache.reorder(np.zeros(decoder.rows, dtype=np.int64))
         logits = np.repeat(logits, decoder.rows, axis=0)
-        emitted = 0  # codes handed to on_codes so far
+        emitted = np.zeros(0, dtype=np.int64)  # codes yielded so far
         for k in range(1, max_codes + 1):
             if trace is not None:
                 trace.append(logits)
             step = decoder.update(ban_early_stop(logits, k, min_codes, d.stop_mel_token))
-            if on_codes is not None:
-                settled = decoder.settled()
-                if settled.size > emitted:
-                    on_codes(settled[emitted:])
-                    emitted = settled.size
+            settled = decoder.settled()
+            if settled.size > emitted.size:
+                yield settled[emitted.size:]
+                emitted = settled
             if step.done:
                 break
             cache.reorder(step.source_rows)
@@ -124,9 +135,10 @@ class CodeGenerator:
         codes = np.asarray(decoder.finalize(), dtype=np.int64)
         stops = np.flatnonzero(codes == d.stop_mel_token)
         codes = codes[: stops[0]] if stops.size else codes
-        if on_codes is not None and codes.size > emitted:
-            on_codes(codes[emitted:])
-        return codes
+        if not np.array_equal(codes[: emitted.size], emitted):  # settled() promises a prefix of the result
+            raise RuntimeError(f"the decoder's result does not start with the {emitted.size} codes it settled")
+        if codes.size > emitted.size:
+            yield codes[emitted.size:]
 
     def latent(self, prefix: np.ndarray, text_ids: list[int], codes: np.ndarray) -> np.ndarray:
         """Upstream's second pass: final-normed hidden states that predicted each code -> (1, N, d)."""

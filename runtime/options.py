@@ -16,7 +16,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .chunked import ChunkPlan
 from .conditioning import check_alpha, check_vector
+from .errors import InputError
 from .presets import LIMITS, check_optional, load_preset, resolve_max_codes
 from .sampling import SamplingOptions
 
@@ -30,8 +32,10 @@ PRESET_FIELDS = ("num_beams", "top_k", "top_p", "temperature", "repetition_penal
 class SynthesisOptions:
     """How to speak one text. Frozen: derive variants with `with_overrides(...)` (or `dataclasses.replace`).
 
-    The chunk fields (`first_chunk_codes`, `chunk_codes`) are carried for the chunked acoustic path that
-    is being built; today `stream()` still yields one chunk per text segment and ignores them."""
+    The chunk fields say where `stream()` cuts a segment's codes for the chunked acoustic path
+    (chunked.ChunkPlan: the first chunk small for a short time to first audio, later ones doubling up to
+    `chunk_codes`, each re-decoding `overlap_codes` codes of left context that are cross-faded);
+    `synthesize()` decodes each segment whole."""
 
     # named defaults for every field below left as None: "default" (upstream), "fast", "high_quality"
     preset: str = "default"
@@ -65,9 +69,12 @@ class SynthesisOptions:
     # text segmentation: BPE tokens per segment, as upstream (120)
     max_tokens_per_segment: int = 120
 
-    # streaming: codes in the first chunk and in each later one (not used yet, see the class docstring)
-    first_chunk_codes: int = 40
-    chunk_codes: int = 100
+    # streaming (stream() only): codes in the first chunk, the largest chunk, and codes of left context
+    # each later chunk re-decodes (measured with tools/stream_quality.py; README "Streaming")
+    chunked: bool = True  # False: stream() yields one chunk per segment, each decoded whole (as synthesize)
+    first_chunk_codes: int = ChunkPlan.first_chunk_codes
+    chunk_codes: int = ChunkPlan.chunk_codes
+    overlap_codes: int = ChunkPlan.overlap_codes
 
     def __post_init__(self) -> None:
         """Every field checked once, here (InputError naming it); the emotion vector stored as a tuple."""
@@ -79,8 +86,20 @@ class SynthesisOptions:
         check_alpha(self.emotion_alpha)
         if self.emotion_vector is not None:
             object.__setattr__(self, "emotion_vector", tuple(float(w) for w in check_vector(self.emotion_vector)))
-        for name in ("max_tokens_per_segment", "first_chunk_codes", "chunk_codes"):
+        for name in ("max_tokens_per_segment", "first_chunk_codes", "chunk_codes", "overlap_codes"):
             LIMITS[name].check(name, getattr(self, name))
+        if not isinstance(self.chunked, bool):
+            raise InputError(f"chunked must be a bool, got {self.chunked!r}")
+        self.chunk_plan()
+
+    def chunk_plan(self) -> ChunkPlan:
+        """Where stream() cuts each segment's codes (InputError when the three chunk fields disagree)."""
+        try:
+            return ChunkPlan(first_chunk_codes=self.first_chunk_codes, chunk_codes=self.chunk_codes,
+                             overlap_codes=self.overlap_codes)
+        except ValueError as e:
+            raise InputError(f"chunk sizes: {e}", "e.g. first_chunk_codes=25, chunk_codes=100, "
+                             "overlap_codes=10") from e
 
     def with_overrides(self, **overrides) -> SynthesisOptions:
         """These options with some fields replaced (checked again); an unknown name is a TypeError."""

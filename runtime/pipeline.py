@@ -20,6 +20,7 @@ from .audio import (CAMPPLUS_MIN_FRAMES, emotion_waveform, kaldi_fbank, load_aud
                     seamless_features, speaker_waveforms)
 from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vector, vector_emovec
 from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
+from .chunked import ChunkedDecoder
 from .gpt import CodeGenerator
 from .integrity import BundleTables, ChecksumJob, check_decoder, graph_data_files
 from .manifest import Manifest, load_manifest
@@ -390,8 +391,15 @@ class IndexTTS2:
 
     def stream(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None, *args,
                **overrides) -> Iterator[AudioChunk]:
-        """Speak `text` in the voice of `speaker` (audio or a Speaker), chunk by chunk: today one AudioChunk
-        per text segment, in order, the last one `final`.
+        """Speak `text` in the voice of `speaker` (audio or a Speaker) as AudioChunks, in order, as soon as
+        each is vocoded: each segment's codes are cut into chunks (options.chunk_plan(): a small first
+        chunk, then larger ones) that go through the latent pass, s2mel and BigVGAN while the GPT goes on;
+        chunks of a segment are cross-faded, segments are separated by 200 ms of silence. The codes are
+        those of `synthesize` with the same seed; the audio differs slightly at chunk scale, since the
+        length regulator and the DiT see one chunk at a time (README "Streaming"). The last chunk is
+        `final`. With `chunked=False`, one chunk per segment, each decoded whole. Every segment's first
+        chunk but the first segment's starts with the 200 ms of silence: the chunks concatenated are the
+        whole utterance.
 
         options  : a SynthesisOptions (None: the defaults, upstream infer()'s); keyword `overrides` replace
                    single fields (`steps=10`). A third positional argument that is not a SynthesisOptions
@@ -401,42 +409,111 @@ class IndexTTS2:
         iterator). A stage producing NaN or inf raises GenerationError naming it."""
         opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
         segments = self.tokenize(text, opts.max_tokens_per_segment)
-        return self._chunks(segments, speaker, opts)
+        return self._chunks(segments, speaker, opts, chunked=opts.chunked)
 
     def synthesize(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None,
                    *args, **overrides) -> SynthesisResult:
-        """The whole text as one float32 waveform in [-1, 1], segments joined with 200 ms of silence, and
-        the call's metrics. Arguments as `stream`'s; the result unpacks as `sr, wav` too."""
-        chunks = list(self.stream(text, speaker, options, *args, **overrides))
+        """The whole text as one float32 waveform in [-1, 1], each segment decoded whole (upstream's
+        result), segments joined with 200 ms of silence, and the call's metrics. Arguments as `stream`'s;
+        the result unpacks as `sr, wav` too."""
+        opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
+        segments = self.tokenize(text, opts.max_tokens_per_segment)
+        chunks = list(self._chunks(segments, speaker, opts, chunked=False))
         sr = self.manifest.acoustic.sample_rate
-        return SynthesisResult(join_segments([c.audio for c in chunks], sr), sr, chunks[-1].metrics)
+        return SynthesisResult(np.concatenate([c.audio for c in chunks]), sr, chunks[-1].metrics)
 
-    def _chunks(self, segments: list[list[int]], speaker: AudioSource | Speaker,
-                o: SynthesisOptions) -> Iterator[AudioChunk]:
-        """The audio work of one call with resolved options `o`: a plain generator, so each segment is
-        computed only when the consumer asks for its chunk. Metrics accumulate in a local value."""
+    def _chunks(self, segments: list[list[int]], speaker: AudioSource | Speaker, o: SynthesisOptions,
+                chunked: bool) -> Iterator[AudioChunk]:
+        """The audio work of one call with resolved options `o`: a plain generator, so work happens only as
+        the consumer asks for chunks. One chunk per segment, or (`chunked`) per ChunkedDecoder piece, with
+        200 ms of silence prepended to the first chunk of every segment but the first. Metrics accumulate
+        in local values and every chunk carries the call's totals so far."""
         t0 = time.perf_counter()
         spk = self.prepare_speaker(speaker)
         emovec = self.emotion_vector(spk, o.emotion_audio, o.emotion_alpha, o.emotion_vector, seed=o.seed)
         t1 = time.perf_counter()
         spk_latent = self._speaker_latent(spk)  # once per call, shared by every segment
         m = Metrics(prompt_s=t1 - t0, conditioning_s=time.perf_counter() - t1)
-        sampling = o.sampling()
         seeds = np.random.default_rng(o.seed).integers(0, 2**31, size=(len(segments), 2))
         sr = self.manifest.acoustic.sample_rate
+        gap = np.zeros(int(sr * SEGMENT_GAP_S), dtype=np.float32)
+        index = 0
         for i, (ids, (s_codes, s_noise)) in enumerate(zip(segments, seeds)):
-            codes, latent, t = self._generate_codes_timed(ids, spk, emovec, sampling, o.max_codes, int(s_codes),
-                                                          o.min_codes, spk_latent=spk_latent)
-            if codes.shape[0] == 0:
-                raise GenerationError("the GPT stopped before producing any code for a segment",
-                                      "try another seed or rephrase the text")
-            t2 = time.perf_counter()
-            mel = self.decode_mel(codes, latent, spk, o.steps, o.cfg_rate, seed=int(s_noise))
-            t3 = time.perf_counter()
-            wav = self.vocode(mel)
-            now = time.perf_counter()
-            m = replace(m, conditioning_s=m.conditioning_s + t["conditioning_s"], decode_s=m.decode_s + t["decode_s"],
-                        latent_s=m.latent_s + t["latent_s"], mel_s=m.mel_s + t3 - t2, vocoder_s=m.vocoder_s + now - t3,
-                        codes=m.codes + int(codes.shape[0]), audio_s=m.audio_s + wav.shape[0] / sr,
-                        total_s=now - t0, ttfa_s=m.ttfa_s if i else now - t0)
-            yield AudioChunk(wav, sr, segment=i, index=i, final=i == len(segments) - 1, metrics=m)
+            last_segment = i == len(segments) - 1
+            pieces = (self._segment_pieces if chunked else self._segment_whole)(
+                ids, spk, emovec, spk_latent, o, int(s_codes), int(s_noise))
+            first = True
+            for wav, timings, final_piece in pieces:
+                now = time.perf_counter()
+                m = replace(m, **{k: getattr(m, k) + v for k, v in timings.items()},
+                            audio_s=m.audio_s + wav.shape[0] / sr, total_s=now - t0,
+                            ttfa_s=m.ttfa_s if index else now - t0)
+                audio = np.concatenate([gap, wav]) if first and i else wav
+                yield AudioChunk(audio, sr, segment=i, index=index, final=last_segment and final_piece, metrics=m)
+                first, index = False, index + 1
+
+    def _segment_whole(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise):
+        """One segment decoded whole: yields (audio, stage seconds, True) once."""
+        codes, latent, t = self._generate_codes_timed(ids, spk, emovec, o.sampling(), o.max_codes, s_codes,
+                                                      o.min_codes, spk_latent=spk_latent)
+        if codes.shape[0] == 0:
+            raise GenerationError("the GPT stopped before producing any code for a segment",
+                                  "try another seed or rephrase the text")
+        t2 = time.perf_counter()
+        mel = self.decode_mel(codes, latent, spk, o.steps, o.cfg_rate, seed=s_noise)
+        t3 = time.perf_counter()
+        wav = self.vocode(mel)
+        t["mel_s"], t["vocoder_s"], t["codes"] = t3 - t2, time.perf_counter() - t3, int(codes.shape[0])
+        yield wav, t, True
+
+    def _segment_pieces(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise):
+        """One segment decoded in chunks while the GPT decodes: yields (audio, stage seconds since the
+        previous piece, is_last) per piece. The GPT's runs of final codes (CodeGenerator.runs) feed a
+        ChunkedDecoder whose latent rows come from the incremental latent pass (exact); its noise is
+        drawn for the longest possible segment (cfm_noise: the first frames equal the non-streamed draw)."""
+        a, ids = self.manifest.acoustic, self._check_tokens(ids)
+        t0 = time.perf_counter()
+        prefix = self._codes.prefix(spk_latent, emovec)
+        lat = self._codes.latent_stream(prefix, ids)
+        spent = {"conditioning_s": time.perf_counter() - t0, "decode_s": 0.0, "latent_s": 0.0, "codes": 0}
+
+        def latents(codes: np.ndarray) -> np.ndarray:
+            t = time.perf_counter()
+            rows = require_finite(STAGES[3], lat.extend(codes))
+            spent["latent_s"] += time.perf_counter() - t
+            return rows
+
+        noise = cfm_noise(s_noise, a.n_mels, spk.ref_mel.shape[2] + target_frames(o.max_codes))
+        dec = ChunkedDecoder(self._mel, self._vocoder, latents, spk, noise, o.steps, o.cfg_rate, o.chunk_plan(),
+                             a.hop_length)
+        runs = self._codes.runs(prefix, ids, o.sampling(), o.max_codes, np.random.default_rng(s_codes),
+                                min_codes=o.min_codes)
+        reported = {"mel_s": 0.0, "vocoder_s": 0.0}
+
+        def delta() -> dict:
+            out = dict(spent, mel_s=dec.mel_s - reported["mel_s"], vocoder_s=dec.vocoder_s - reported["vocoder_s"])
+            reported.update(mel_s=dec.mel_s, vocoder_s=dec.vocoder_s)
+            spent.update({k: 0.0 if k != "codes" else 0 for k in spent})
+            return out
+
+        while True:
+            t = time.perf_counter()
+            try:
+                run = next(runs)
+            except StopIteration:
+                spent["decode_s"] += time.perf_counter() - t
+                break
+            except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
+                raise non_finite(STAGES[3]) from e
+            spent["decode_s"] += time.perf_counter() - t
+            spent["codes"] += int(run.shape[0])
+            for wav in dec.feed(run):
+                yield wav, delta(), False
+        if dec.fed == 0:
+            raise GenerationError("the GPT stopped before producing any code for a segment",
+                                  "try another seed or rephrase the text")
+        tail = dec.finish()
+        for j, wav in enumerate(tail):
+            yield wav, delta(), j == len(tail) - 1
+        if not tail:  # the last piece was already out (no overlap, cut at the end): an empty final marker
+            yield np.zeros(0, dtype=np.float32), delta(), True

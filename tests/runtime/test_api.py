@@ -68,7 +68,8 @@ def test_defaults_are_the_default_preset_and_upstream():
     assert all(getattr(o, f.name) == getattr(preset, f.name) for f in dataclasses.fields(preset))
     assert SynthesisOptions().resolve(max_mel_tokens=400).max_codes == 400  # lowered to the checkpoint's table
     assert o.greedy is False and o.min_codes == 0 and o.seed is None and o.emotion_alpha == 1.0
-    assert (o.first_chunk_codes, o.chunk_codes, o.max_tokens_per_segment) == (40, 100, 120)
+    assert (o.first_chunk_codes, o.chunk_codes, o.overlap_codes, o.max_tokens_per_segment) == (25, 100, 10, 120)
+    assert o.chunked is True  # stream() streams chunks unless told otherwise
 
 
 def test_overrides_and_presets():
@@ -105,7 +106,7 @@ def test_invalid_options_are_refused_when_built(bad, words):
 
 def test_stream_chunks_and_synthesize_result(tts, spk):
     assert len(tts.tokenize(TEXT, 20)) == 2  # the checks below rely on a 2-segment text
-    chunks = list(tts.stream(TEXT, spk, SynthesisOptions(seed=3, **FAST)))
+    chunks = list(tts.stream(TEXT, spk, SynthesisOptions(seed=3, chunked=False, **FAST)))  # one per segment
     assert all(isinstance(c, AudioChunk) for c in chunks)
     assert [(c.index, c.segment, c.final) for c in chunks] == [(0, 0, False), (1, 1, True)]
     assert all(c.sample_rate == 22050 and c.audio.dtype == np.float32 and c.audio.ndim == 1 for c in chunks)
@@ -114,7 +115,8 @@ def test_stream_chunks_and_synthesize_result(tts, spk):
     sr, wav = result  # 0.x callers unpack it
     assert sr == result.sample_rate and wav is result.audio
     gap = np.zeros(int(0.2 * sr), np.float32)
-    np.testing.assert_array_equal(wav, np.concatenate([chunks[0].audio, gap, chunks[1].audio]))
+    np.testing.assert_array_equal(chunks[1].audio[:gap.size], gap)  # a later segment starts with the gap
+    np.testing.assert_array_equal(wav, np.concatenate([chunks[0].audio, chunks[1].audio]))
     m, first = result.metrics, chunks[0].metrics
     assert m.codes == chunks[-1].metrics.codes > first.codes > 0  # running totals: the last chunk's are the call's
     assert 0 < m.ttfa_s <= m.total_s and first.ttfa_s == first.total_s
@@ -131,7 +133,7 @@ def test_old_call_forms_give_the_same_audio(tts, spk, emo):
     mixed = tts.synthesize(SHORT, spk, SynthesisOptions(seed=7), emotion_audio=emo, emotion_alpha=0.5, steps=2)
     for other in (positional, keywords, mixed):
         np.testing.assert_array_equal(other.audio, new.audio)
-    sr, wav = next(iter(tts.stream(SHORT, spk, emo, 0.5, seed=7, steps=2)))  # a chunk unpacks as (sr, wav)
+    sr, wav = next(iter(tts.stream(SHORT, spk, emo, 0.5, seed=7, steps=2, chunked=False)))  # unpacks as (sr, wav)
     np.testing.assert_array_equal(wav, new.audio)
     fast = tts.synthesize(SHORT, spk, seed=7, steps=2, preset="fast")
     np.testing.assert_array_equal(fast.audio, tts.synthesize(SHORT, spk, SynthesisOptions(preset="fast", seed=7,
@@ -185,3 +187,47 @@ def test_one_instance_serves_many_threads(tts, spk, emo):
     for k, (a, b) in enumerate(zip(alone, shared)):
         np.testing.assert_array_equal(b.audio, a.audio, err_msg=f"call {k}")
         assert b.metrics.codes == 8 + k and b.audio.size == hop * target_frames(8 + k)
+
+
+# ---------------------------------------------------------------------------------- chunked streaming
+
+LONG = dict(seed=5, steps=2, max_codes=200, min_codes=200)  # one segment of exactly 200 codes
+
+
+def test_stream_chunks_a_segment_and_keeps_its_codes(tts, spk):
+    """Default plan: a 200-code segment comes in >= 3 chunks, the first long before the GPT has finished;
+    the chunks add up to synthesize's length, and the codes are synthesize's (a one-chunk plan gives
+    synthesize's audio up to the float rounding of the incremental latent pass)."""
+    whole = tts.synthesize(SHORT, spk, **LONG)
+    chunks = list(tts.stream(SHORT, spk, **LONG))
+    assert len(chunks) >= 3 and [c.index for c in chunks] == list(range(len(chunks)))
+    assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert sum(c.audio.size for c in chunks) == whole.audio.size == target_frames(200) * 256
+    first, last = chunks[0].metrics, chunks[-1].metrics
+    assert first.codes < 200 // 2 and last.codes == whole.metrics.codes == 200
+    assert 0 < first.ttfa_s == last.ttfa_s < last.total_s
+    one = list(tts.stream(SHORT, spk, first_chunk_codes=200, chunk_codes=200, **LONG))
+    streamed = np.concatenate([c.audio for c in one])
+    np.testing.assert_allclose(streamed, whole.audio, atol=2e-3)  # measured 2.6e-4 on the tiny bundle
+    assert not np.allclose(np.concatenate([c.audio for c in chunks]), whole.audio, atol=2e-3)  # chunking shows
+
+
+def test_closing_a_chunked_stream_stops_the_gpt(graphs, tts, spk):
+    decoder = graphs[1]["gpt_decoder"]
+    before = len(decoder.runs)
+    list(tts.stream(SHORT, spk, **LONG))
+    full = len(decoder.runs) - before
+    stream = tts.stream(SHORT, spk, **LONG)
+    next(stream)
+    stream.close()
+    after = len(decoder.runs)
+    partial = after - before - full
+    assert 0 < partial < full // 2, (partial, full)
+    assert len(decoder.runs) == after  # nothing runs on after close
+
+
+def test_bad_chunk_sizes_are_refused():
+    with pytest.raises(InputError, match="chunk sizes"):
+        SynthesisOptions(first_chunk_codes=10, overlap_codes=10)
+    with pytest.raises(InputError, match="chunked must be a bool"):
+        SynthesisOptions(chunked="yes")
