@@ -75,6 +75,9 @@ class SynthesisOptions:
     first_chunk_codes: int = ChunkPlan.first_chunk_codes
     chunk_codes: int = ChunkPlan.chunk_codes
     overlap_codes: int = ChunkPlan.overlap_codes
+    # the last N mel frames of the voice prompt condition each chunk's DiT (None: all of it, as upstream);
+    # fewer frames, less time to first audio (chunked.prompt_tail), at a quality cost to measure on real weights
+    chunk_prompt_frames: Optional[int] = None
 
     def __post_init__(self) -> None:
         """Every field checked once, here (InputError naming it); the emotion vector stored as a tuple."""
@@ -88,6 +91,7 @@ class SynthesisOptions:
             object.__setattr__(self, "emotion_vector", tuple(float(w) for w in check_vector(self.emotion_vector)))
         for name in ("max_tokens_per_segment", "first_chunk_codes", "chunk_codes", "overlap_codes"):
             LIMITS[name].check(name, getattr(self, name))
+        check_optional("chunk_prompt_frames", self.chunk_prompt_frames)
         if not isinstance(self.chunked, bool):
             raise InputError(f"chunked must be a bool, got {self.chunked!r}")
         self.chunk_plan()

@@ -20,7 +20,7 @@ from .audio import (CAMPPLUS_MIN_FRAMES, emotion_waveform, kaldi_fbank, load_aud
                     seamless_features, speaker_waveforms)
 from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vector, vector_emovec
 from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
-from .chunked import ChunkedDecoder
+from .chunked import ChunkedDecoder, prompt_tail
 from .gpt import CodeGenerator
 from .integrity import BundleTables, ChecksumJob, check_decoder, graph_data_files
 from .manifest import Manifest, load_manifest
@@ -484,7 +484,8 @@ class IndexTTS2:
             return rows
 
         noise = cfm_noise(s_noise, a.n_mels, spk.ref_mel.shape[2] + target_frames(o.max_codes))
-        dec = ChunkedDecoder(self._mel, self._vocoder, latents, spk, noise, o.steps, o.cfg_rate, o.chunk_plan(),
+        prompt, noise = prompt_tail(spk, noise, o.chunk_prompt_frames)
+        dec = ChunkedDecoder(self._mel, self._vocoder, latents, prompt, noise, o.steps, o.cfg_rate, o.chunk_plan(),
                              a.hop_length)
         runs = self._codes.runs(prefix, ids, o.sampling(), o.max_codes, np.random.default_rng(s_codes),
                                 min_codes=o.min_codes)

@@ -94,6 +94,7 @@ LIMITS: dict[str, Bound] = {
     "first_chunk_codes": Bound(1, integer=True, note="codes in the first streamed chunk"),
     "chunk_codes": Bound(1, integer=True, note="codes in the largest streamed chunk"),
     "overlap_codes": Bound(0, integer=True, note="codes of left context each later streamed chunk re-decodes"),
+    "chunk_prompt_frames": Bound(16, integer=True, note="voice-prompt mel frames that condition a streamed chunk"),
     "steps": Bound(1, 1000, integer=True, note="flow-matching steps; upstream uses 25"),
     "cfg_rate": Bound(0, note="0 switches classifier-free guidance off; upstream uses 0.7"),
     "threads": Bound(1, 256, integer=True, note="leave it unset for ONNX Runtime's default, the physical cores"),

@@ -24,7 +24,7 @@ import numpy as np
 
 from indextts2_onnx.runtime import IndexTTS2
 from indextts2_onnx.runtime.audio import log_mel, synthetic_voice
-from indextts2_onnx.runtime.chunked import ChunkedDecoder, ChunkPlan
+from indextts2_onnx.runtime.chunked import ChunkedDecoder, ChunkPlan, prompt_tail
 from indextts2_onnx.runtime.s2mel import cfm_noise, target_frames
 
 TEXT = "Streaming should start speaking long before the whole sentence has been decoded."
@@ -105,6 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--growing", default="25,100,2", help="also a growing plan first,max,growth ('' to skip)")
     ap.add_argument("--prompt-seconds", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--prompt-frames", default="", help="also the default growing plan with the chunks conditioned "
+                    "on the last N prompt frames (chunked.prompt_tail), comma-separated N")
     a = ap.parse_args(argv)
 
     tts = IndexTTS2(a.bundle, threads=a.threads, verify=False)
@@ -128,12 +130,16 @@ def main(argv=None) -> None:
             if a.growing:
                 f, m, g = a.growing.split(",")
                 plans.append((f"grow {f}x{g}->{m}, overlap {ov}, {fade}", ChunkPlan(int(f), int(m), ov, float(g), fade)))
+    for n in (int(x) for x in a.prompt_frames.split(",") if x):
+        plans.append((f"default plan, last {n} prompt frames", ChunkPlan(), n))
+    plans = [p if len(p) == 3 else (*p, None) for p in plans]
     print(f"{len(codes)} codes, {ref.shape[0] / sr:.2f} s audio, prompt {spk.ref_mel.shape[2]} frames, "
           f"{a.steps} CFM steps; non-streamed decode_mel + vocode {full_s:.2f} s\n")
     print("| plan | chunks | SNR dB | SNR dB at joins | log-mel L1 | log-mel L1 at joins | TTFA / full | total / full |")
     print("|---|---|---|---|---|---|---|---|")
-    for label, plan in plans:
-        r = measure(tts, plan, label, codes, latent, spk, noise, a.steps, ref, bank)
+    for label, plan, frames in plans:
+        prompt, prompt_noise = prompt_tail(spk, noise, frames)
+        r = measure(tts, plan, label, codes, latent, prompt, prompt_noise, a.steps, ref, bank)
         print(f"| {r.plan} | {r.chunks} | {r.snr:.1f} | {r.snr_joins:.1f} | {r.mel_l1:.3f} | {r.mel_l1_joins:.3f} "
               f"| {r.ttfa / full_s:.2f} | {r.total / full_s:.2f} |", flush=True)
 

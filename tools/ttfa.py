@@ -1,7 +1,7 @@
 """Time to first audio of `IndexTTS2.stream()` against the non-streamed `synthesize()`, same work.
 
     python tools/ttfa.py BUNDLE [--codes 250] [--beams 3 | --greedy] [--steps 25] [--rounds 1] [--threads N]
-                                [--first 25] [--chunk 100] [--overlap 10]
+                                [--first 25] [--chunk 100] [--overlap 10] [--prompt-frames N]
 
 One synthetic voice prompt (10 s unless --voice-seconds; a WAV file, so prompt preparation is timed as
 a user pays it), one sentence that is one segment, exactly `--codes` codes (the stop token is banned
@@ -50,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=None, help="first_chunk_codes (default: SynthesisOptions')")
     ap.add_argument("--chunk", type=int, default=None, help="chunk_codes")
     ap.add_argument("--overlap", type=int, default=None, help="overlap_codes")
+    ap.add_argument("--prompt-frames", type=int, default=None, help="chunk_prompt_frames (default: the whole prompt)")
     a = ap.parse_args(argv)
 
     tts = IndexTTS2(a.bundle, threads=a.threads, verify=False)
     if len(tts.tokenize(TEXT)) != 1:
         raise SystemExit("the sentence must be one segment for this bundle")
     chunking = {k: v for k, v in (("first_chunk_codes", a.first), ("chunk_codes", a.chunk),
-                                  ("overlap_codes", a.overlap)) if v is not None}
+                                  ("overlap_codes", a.overlap), ("chunk_prompt_frames", a.prompt_frames))
+                if v is not None}
     options = SynthesisOptions(seed=0, greedy=a.greedy, num_beams=1 if a.greedy else a.beams, steps=a.steps,
                                max_codes=a.codes, min_codes=a.codes, **chunking)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = options.chunk_plan()
     strategy = "greedy" if a.greedy else f"{a.beams} beams"
     print(f"\n{a.bundle}: {a.voice_seconds:g} s prompt, {a.codes} codes, {strategy}, {a.steps} steps, plan "
-          f"first {plan.first_chunk_codes} / max {plan.chunk_codes} / overlap {plan.overlap_codes}, "
+          f"first {plan.first_chunk_codes} / max {plan.chunk_codes} / overlap {plan.overlap_codes}, prompt frames "
+          f"{options.chunk_prompt_frames or 'all'}, "
           f"{a.rounds} round(s), medians")
     print("| whole s | TTFA s | stream total s | chunks | TTFA / whole | stream / whole |\n"
           "|---:|---:|---:|---:|---:|---:|\n"

@@ -231,3 +231,28 @@ def test_bad_chunk_sizes_are_refused():
         SynthesisOptions(first_chunk_codes=10, overlap_codes=10)
     with pytest.raises(InputError, match="chunked must be a bool"):
         SynthesisOptions(chunked="yes")
+
+
+def test_chunks_conditioned_on_the_prompts_tail(tts, spk):
+    """chunk_prompt_frames: the chunks' DiT sees only the last N prompt frames. At least the prompt's
+    length changes nothing (bit for bit); fewer frames give another waveform of the same length."""
+    prompt = spk.ref_mel.shape[2]
+    base = np.concatenate([c.audio for c in tts.stream(SHORT, spk, **LONG)])
+    same = np.concatenate([c.audio for c in tts.stream(SHORT, spk, chunk_prompt_frames=prompt, **LONG)])
+    np.testing.assert_array_equal(same, base)
+    cut = np.concatenate([c.audio for c in tts.stream(SHORT, spk, chunk_prompt_frames=60, **LONG)])
+    assert cut.shape == base.shape and np.isfinite(cut).all()
+    assert np.abs(cut - base).max() > 1e-2
+    with pytest.raises(InputError, match="chunk_prompt_frames"):
+        SynthesisOptions(chunk_prompt_frames=4)
+
+
+def test_prompt_tail_keeps_the_target_noise(spk):
+    from indextts2_onnx.runtime.chunked import prompt_tail
+
+    noise = np.arange(80 * (spk.ref_mel.shape[2] + 30), dtype=np.float32).reshape(1, 80, -1)
+    tail, tail_noise = prompt_tail(spk, noise, 50)
+    assert tail.ref_mel.shape[2] == tail.prompt_condition.shape[1] == 50
+    np.testing.assert_array_equal(tail.ref_mel, spk.ref_mel[:, :, -50:])
+    np.testing.assert_array_equal(tail_noise[:, :, 50:], noise[:, :, -30:])  # the target columns are unchanged
+    assert prompt_tail(spk, noise, None)[0] is spk and prompt_tail(spk, noise, 10**6)[1] is noise
