@@ -99,6 +99,9 @@ def test_cli_bench_writes_json_and_markdown(tiny_checkpoint, tiny_bundle, tmp_pa
         assert r["load_s"] > 0 and r["peak_rss_mib"] > 0 and r["size_mib"] > 0
         assert r["peak_gpu_mib"] is None  # CPU run
         assert len(r["runs"]) == 1
+    assert ref["median"]["ttfa_s"] == ref["median"]["total_s"]  # torch does not stream
+    assert 0 < row["median"]["ttfa_s"] <= row["median"]["stream_total_s"]  # the bundle's TTFA: stream()'s
+    assert "stream_total_s" not in ref["median"]
     assert row["providers"] == ["CPUExecutionProvider"]
     assert set(row["precision"].values()) == {"fp32"} and len(row["precision"]) == 10
     speedup = row["vs_torch"]["speedup"]
