@@ -35,7 +35,6 @@ import time
 import numpy as np
 
 from .errors import require_finite
-from .flow import solve_euler
 from .s2mel import MelDecoder, target_frames
 from .sessions import Graph
 from .speaker import Speaker
@@ -154,7 +153,6 @@ class ChunkedDecoder:
     done: int = 0  # codes already decoded (the end b of the last chunk)
     chunks: int = 0  # chunks decoded so far
     tail: np.ndarray | None = None  # held-back audio of the last chunk's final overlap frames
-    timings: list[float] = field(default_factory=list)  # seconds per decoded chunk (s2mel + vocoder)
     mel_s: float = 0.0  # seconds in s2mel (projector, regulator, CFM loop) over all chunks
     vocoder_s: float = 0.0  # seconds in BigVGAN over all chunks
 
@@ -185,7 +183,6 @@ class ChunkedDecoder:
 
     def _chunk(self, end: int, last: bool) -> np.ndarray:
         """Decode codes [done, end) with left context; returns the audio ready now, holds back the new tail."""
-        t0 = time.perf_counter()
         start = self.done
         ctx = max(0, start - self.plan.overlap_codes)
         codes = np.concatenate(self.codes)[ctx:end]
@@ -200,21 +197,16 @@ class ChunkedDecoder:
         keep = 0 if last else (target_frames(end) - target_frames(end - self.plan.overlap_codes)) * hop
         self.tail = out[out.shape[0] - keep:] if keep else None
         self.done, self.chunks = end, self.chunks + 1
-        self.timings.append(time.perf_counter() - t0)
         return out[:out.shape[0] - keep]
 
     def decode_span(self, codes: np.ndarray, latent: np.ndarray, first: int, end: int) -> np.ndarray:
         """Codes [first, end) of the segment (end - first,) with latent (1, end - first, d) -> float32 audio of
         frames [f(first), f(end)) of the segment grid ((f(end) - f(first)) * hop samples)."""
-        spk = self.spk
-        frames = target_frames(end) - target_frames(first)
-        content = self.mel.projector.run({"latent": latent.astype(np.float32), "codes": codes[None]})[0]
-        mu = np.concatenate([spk.prompt_condition, self.mel.regulate(content, frames)], axis=1)  # (1, F+t, C)
-        prompt = spk.ref_mel.shape[2]
-        noise = noise_columns(self.noise, prompt, target_frames(first), target_frames(end))
+        noise = noise_columns(self.noise, self.spk.ref_mel.shape[2], target_frames(first), target_frames(end))
         t0 = time.perf_counter()
-        mel = solve_euler(self.mel.estimate, mu, spk.ref_mel, spk.style, noise, self.steps, self.cfg_rate)
-        mel = require_finite("mel decoding", np.ascontiguousarray(mel[:, :, prompt:]))
+        mel = self.mel.decode(codes, latent, self.spk, noise, self.steps, self.cfg_rate,
+                              frames=target_frames(end) - target_frames(first))
+        mel = require_finite("mel decoding", np.ascontiguousarray(mel))
         t1 = time.perf_counter()
         wav = require_finite("vocoder", self.vocoder.run({"mel": mel})[0][0])
         self.mel_s, self.vocoder_s = self.mel_s + t1 - t0, self.vocoder_s + time.perf_counter() - t1

@@ -146,7 +146,6 @@ def _synth(args: argparse.Namespace) -> int:
     from .audio import atomic_write, check_output_path, to_int16
     from .options import SynthesisOptions
     from .pipeline import IndexTTS2
-    from .presets import check_optional
 
     to_stdout = args.out == "-"
     if to_stdout and not args.stream:
@@ -154,7 +153,6 @@ def _synth(args: argparse.Namespace) -> int:
     if not to_stdout:
         check_output_path(args.out)
     text = _read_text(args)
-    check_optional("threads", args.threads)
     # every option within presets.LIMITS; max_codes' upper bound, the checkpoint's, is checked once loaded
     options = SynthesisOptions(
         preset=args.preset, greedy=args.greedy, num_beams=args.beams, top_k=args.top_k, top_p=args.top_p,
@@ -163,14 +161,13 @@ def _synth(args: argparse.Namespace) -> int:
         emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector, chunked=args.stream)
     tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars,
                     verify=not args.no_verify)
-    segments = len(tts.tokenize(text, options.max_tokens_per_segment))
     log = sys.stderr if to_stdout else sys.stdout
     last = []
 
     def chunks():
         for chunk in tts.stream(text, args.speaker, options):
             label = f"chunk {chunk.index + 1}, segment" if args.stream else "segment"
-            print(f"{label} {chunk.segment + 1}/{segments}: {chunk.audio.shape[0] / chunk.sample_rate:.2f} s",
+            print(f"{label} {chunk.segment + 1}: {chunk.audio.shape[0] / chunk.sample_rate:.2f} s",
                   file=log, flush=True)
             last[:] = [chunk]
             yield to_int16(chunk.audio)

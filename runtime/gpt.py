@@ -68,6 +68,11 @@ class CodeGenerator:
         t = self.tables
         return (t.text_embedding[ids] + t.text_pos_embedding[: len(ids)])[None]  # (1, L+2, d)
 
+    def _up_to_start(self, prefix: np.ndarray, ids: list[int]) -> np.ndarray:
+        """[prefix | start text, ids, stop text | start mel token at mel position 0] -> (1, 34+L+3, dim)."""
+        start = self._mel(np.array([self.dims.start_mel_token]), np.array([0]))[None]  # (1, 1, dim)
+        return np.concatenate([prefix, self._text(ids), start], axis=1)
+
     def _mel(self, codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
         t = self.tables
         return t.mel_embedding[codes] + t.mel_pos_embedding[positions]  # (..., d)
@@ -106,8 +111,7 @@ class CodeGenerator:
         stops iterating stops the decoding."""
         d = self.dims
         ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
-        start = self._mel(np.array([d.start_mel_token]), np.array([0]))[None]  # (1, 1, dim), mel position 0
-        x = np.concatenate([prefix, self._text(ids), start], axis=1)  # (1, 34+L+3, dim)
+        x = self._up_to_start(prefix, ids)  # (1, 34+L+3, dim)
         fake_ids = [1] * (x.shape[1] - 1) + [d.start_mel_token]
         decoder = make_decoder(options, prompt_ids=fake_ids, eos_id=d.stop_mel_token,
                                max_new_tokens=max_codes, rng=rng)
@@ -156,9 +160,7 @@ class CodeGenerator:
         The GPT is causal and latent row i is the hidden state at the token *before* code i (start mel
         token for i = 0), so the rows for codes[:k] never depend on later codes or on the stop token;
         the concatenated `extend` outputs equal `latent(prefix, text_ids, codes)` up to float rounding."""
-        d = self.dims
-        start = self._mel(np.array([d.start_mel_token]), np.array([0]))[None]  # (1, 1, dim), mel position 0
-        x = np.concatenate([prefix, self._text(list(text_ids)), start], axis=1)  # same rows as latent()
+        x = self._up_to_start(prefix, list(text_ids))  # the first rows of latent()'s input
         cache = self._empty_cache(1)
         _, hidden, presents = self._run(x, cache)
         cache.update(presents)

@@ -187,6 +187,8 @@ class ChecksumJob:
 
 # --- tables, checked against the manifest's dims ----------------------------------------------------------
 
+MISMATCH = "the bundle's files do not belong together; re-export it"
+
 
 def _read(bundle: Path, manifest: Manifest, role: str, reader):
     """`reader(path)` on the table file of `role`, with any failure to read it a BundleError naming it."""
@@ -199,7 +201,7 @@ def _read(bundle: Path, manifest: Manifest, role: str, reader):
 
 def _shape_error(path: Path, what: str, got: tuple, want: tuple, why: str) -> BundleError:
     return BundleError(f"{path}: {what} has shape {list(got)}, the manifest's dims need {list(want)} ({why})",
-                       "the bundle's files do not belong together; re-export it")
+                       MISMATCH)
 
 
 def check_gpt_tables(path: Path, tables: GptTables, manifest: Manifest) -> None:
@@ -239,7 +241,7 @@ def check_vocab(path: Path, tokenizer: Tokenizer, manifest: Manifest) -> None:
     rows = manifest.gpt.number_text_tokens + 1
     if tokenizer.vocab_size > rows:
         raise BundleError(f"{path}: {tokenizer.vocab_size} pieces, but the GPT has {rows} text embeddings "
-                          "(gpt.number_text_tokens + 1)", "the bundle's files do not belong together; re-export it")
+                          "(gpt.number_text_tokens + 1)", MISMATCH)
 
 
 def check_decoder(bundle: Path, graph: Graph, manifest: Manifest) -> None:
@@ -249,14 +251,14 @@ def check_decoder(bundle: Path, graph: Graph, manifest: Manifest) -> None:
     path = bundle / manifest.graphs[graph.name].file
     if len(graph.inputs) != 1 + 2 * d.layers:
         raise BundleError(f"{path}: {len(graph.inputs) - 1} KV-cache inputs, gpt.layers {d.layers} needs "
-                          f"{2 * d.layers}", "the bundle's files do not belong together; re-export it")
+                          f"{2 * d.layers}", MISMATCH)
     for arg in graph.session.get_inputs():
         want = (None, None, d.model_dim) if arg.name == graph.inputs[0] else (None, d.heads, None, d.head_dim)
         fixed = [(g, w) for g, w in zip(arg.shape, want) if isinstance(g, int) and w is not None]
         if len(arg.shape) != len(want) or any(g != w for g, w in fixed):
             raise BundleError(f"{path}: input {arg.name} has shape {arg.shape}, the manifest's gpt dims need "
                               f"{['*' if w is None else w for w in want]}",
-                              "the bundle's files do not belong together; re-export it")
+                              MISMATCH)
 
 
 @dataclass(frozen=True)

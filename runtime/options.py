@@ -116,19 +116,22 @@ class SynthesisOptions:
         """These options with the preset's values in every None field and max_codes fitted to a
         checkpoint whose mel position table holds `max_mel_tokens` (an explicit larger max_codes is an
         InputError). `seed` and the emotion inputs stay as given (None is meaningful there)."""
-        p = load_preset(self.preset)
-        filled = {name: getattr(p, name) if getattr(self, name) is None else getattr(self, name)
-                  for name in PRESET_FIELDS}
-        max_codes = resolve_max_codes(self.max_codes, p.max_codes, max_mel_tokens)
+        max_codes = resolve_max_codes(self.max_codes, load_preset(self.preset).max_codes, max_mel_tokens)
         LIMITS["min_codes"].check("min_codes", self.min_codes, max_codes)
-        return replace(self, **filled, max_codes=max_codes)
+        return replace(self, **self._filled(), max_codes=max_codes)
+
+    def _filled(self) -> dict:
+        """PRESET_FIELDS with the preset's value wherever this field is None."""
+        p = load_preset(self.preset)
+        return {name: getattr(p, name) if getattr(self, name) is None else getattr(self, name)
+                for name in PRESET_FIELDS}
 
     def sampling(self) -> SamplingOptions:
         """The code sampler's options (None fields: the preset's; one beam when greedy)."""
-        p = load_preset(self.preset)
-        value = {name: getattr(p, name) if getattr(self, name) is None else getattr(self, name)
-                 for name in ("num_beams", "top_k", "top_p", "temperature", "repetition_penalty")}
-        return SamplingOptions(greedy=self.greedy, **{**value, "num_beams": 1 if self.greedy else value["num_beams"]})
+        v = self._filled()
+        return SamplingOptions(greedy=self.greedy, num_beams=1 if self.greedy else v["num_beams"], top_k=v["top_k"],
+                               top_p=v["top_p"], temperature=v["temperature"],
+                               repetition_penalty=v["repetition_penalty"])
 
 
 # 0.x `stream` / `synthesize` took these positionally after `speaker`; a third positional argument that is

@@ -31,7 +31,7 @@ from .results import AudioChunk, Metrics, SynthesisResult
 from .s2mel import MelDecoder, cfm_noise, target_frames
 from .sampling import NonFiniteScores, SamplingOptions
 from .sessions import Graph, providers_for
-from .speaker import MAX_SEMANTIC_FRAMES, Speaker
+from .speaker import Speaker, check_semantic_frames
 from .text import DEFAULT_MAX_CHARS
 
 _LOG = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "sema
 
 SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
 
-__all__ = ["IndexTTS2", "AudioSource", "load_bundle", "join_segments", "GRAPHS"]
+__all__ = ["IndexTTS2", "AudioSource", "load_bundle", "GRAPHS"]
 
 # The stages the output guard names (errors.require_finite) when a result holds NaN / inf.
 STAGES = ("speaker preparation", "speaker conditioning", "emotion vector", "code generation", "mel decoding",
@@ -58,18 +58,15 @@ def finite_input(name: str, array, dtype=np.float32) -> np.ndarray:
     return arr
 
 
+def no_codes() -> GenerationError:
+    """A segment for which the GPT produced the stop token first: nothing to speak."""
+    return GenerationError("the GPT stopped before producing any code for a segment",
+                           "try another seed or rephrase the text")
+
+
 def source_name(source, role: str) -> str:
     """How errors name an audio input: 'speaker audio ref.wav', or 'speaker audio (array)'."""
     return f"{role} (array)" if isinstance(source, tuple) else f"{role} {source}"
-
-
-def join_segments(chunks: list[np.ndarray], sample_rate: int) -> np.ndarray:
-    """Segment waveforms joined with 200 ms of silence between them, as upstream joins them."""
-    gap = np.zeros(int(sample_rate * SEGMENT_GAP_S), dtype=np.float32)
-    parts = [chunks[0]]
-    for wav in chunks[1:]:
-        parts += [gap, wav]
-    return np.concatenate(parts)
 
 
 def load_bundle(bundle: str | Path, device: str = "cpu", threads: int | None = None,
@@ -208,12 +205,7 @@ class IndexTTS2:
         dim = self.manifest.gpt.semantic_dim
         if features.shape[2] != dim:
             raise InputError(f"{name}: feature width {features.shape[2]}, this model takes {dim}")
-        if features.shape[1] > MAX_SEMANTIC_FRAMES:
-            raise InputError(
-                f"{name}: {features.shape[1]} frames, at most {MAX_SEMANTIC_FRAMES} are supported",
-                "cut the voice prompt to 15 s, as upstream does",
-            )
-        return features
+        return check_semantic_frames(name, features)
 
     def _emotion_semantic(self, emotion_audio: AudioSource | Speaker) -> np.ndarray:
         """Emotion-path semantic features of an emotion prompt (a Speaker already holds them)."""
@@ -457,8 +449,7 @@ class IndexTTS2:
         codes, latent, t = self._generate_codes_timed(ids, spk, emovec, o.sampling(), o.max_codes, s_codes,
                                                       o.min_codes, spk_latent=spk_latent)
         if codes.shape[0] == 0:
-            raise GenerationError("the GPT stopped before producing any code for a segment",
-                                  "try another seed or rephrase the text")
+            raise no_codes()
         t2 = time.perf_counter()
         mel = self.decode_mel(codes, latent, spk, o.steps, o.cfg_rate, seed=s_noise)
         t3 = time.perf_counter()
@@ -511,8 +502,7 @@ class IndexTTS2:
             for wav in dec.feed(run):
                 yield wav, delta(), False
         if dec.fed == 0:
-            raise GenerationError("the GPT stopped before producing any code for a segment",
-                                  "try another seed or rephrase the text")
+            raise no_codes()
         tail = dec.finish()
         for j, wav in enumerate(tail):
             yield wav, delta(), j == len(tail) - 1

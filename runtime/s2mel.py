@@ -37,10 +37,11 @@ class MelDecoder:
     regulator: Graph
     dit: Graph
 
-    def condition(self, codes: np.ndarray, latent: np.ndarray) -> np.ndarray:
-        """(N,) codes and (1, N, d) latent -> the length-regulated target condition (1, target frames, C)."""
+    def condition(self, codes: np.ndarray, latent: np.ndarray, frames: int | None = None) -> np.ndarray:
+        """(N,) codes and (1, N, d) latent -> the length-regulated target condition (1, frames, C);
+        frames defaults to target_frames(N) (a streamed chunk passes its span of the segment's grid)."""
         content = self.projector.run({"latent": latent.astype(np.float32), "codes": codes[None].astype(np.int64)})[0]
-        return self.regulate(content, target_frames(codes.shape[0]))
+        return self.regulate(content, target_frames(codes.shape[0]) if frames is None else frames)
 
     def regulate(self, content: np.ndarray, frames: int) -> np.ndarray:
         """(1, T_in, D) content stretched to `frames` and refined -> (1, frames, C)."""
@@ -51,8 +52,9 @@ class MelDecoder:
                              "cond": cond})[0]
 
     def decode(self, codes: np.ndarray, latent: np.ndarray, spk: Speaker, noise: np.ndarray,
-               steps: int, cfg_rate: float) -> np.ndarray:
-        """Mel frames (1, n_mels, target frames) for one segment; `noise` covers prompt + target frames."""
-        mu = np.concatenate([spk.prompt_condition, self.condition(codes, latent)], axis=1)  # (1, F + Tgen, C)
+               steps: int, cfg_rate: float, frames: int | None = None) -> np.ndarray:
+        """Mel frames (1, n_mels, frames) for one segment (or, with `frames`, one streamed chunk of it);
+        `noise` covers prompt + target frames."""
+        mu = np.concatenate([spk.prompt_condition, self.condition(codes, latent, frames)], axis=1)  # (1, F+T, C)
         mel = solve_euler(self.estimate, mu, spk.ref_mel, spk.style, noise, steps, cfg_rate)
         return mel[:, :, spk.ref_mel.shape[2]:]

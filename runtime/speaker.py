@@ -19,6 +19,14 @@ from .manifest import AcousticDims, GPTDims
 # Upstream passes the feature width (1024) as the Conformer length: frames past it would be masked.
 MAX_SEMANTIC_FRAMES = 1024
 
+def check_semantic_frames(name: str, features: np.ndarray) -> np.ndarray:
+    """Semantic features (1, T, D) with T <= MAX_SEMANTIC_FRAMES, else InputError naming them."""
+    if features.shape[1] > MAX_SEMANTIC_FRAMES:
+        raise InputError(f"{name}: {features.shape[1]} frames, at most {MAX_SEMANTIC_FRAMES} are supported",
+                         "cut the voice prompt to 15 s, as upstream does")
+    return features
+
+
 # The axis of each array whose size the bundle fixes: (array, axis, what it is, dims group, dims field).
 WIDTHS = (
     ("semantic", 2, "feature width", "gpt", "semantic_dim"),
@@ -76,10 +84,7 @@ class Speaker:
                 raise InputError(f"Speaker.{name}: {what} {have}, this bundle's is {want}",
                                  "prepare the speaker with the bundle that uses it")
         for name in ("semantic", "emotion_semantic"):
-            frames = getattr(self, name).shape[1]
-            if frames > MAX_SEMANTIC_FRAMES:
-                raise InputError(f"Speaker.{name}: {frames} frames, at most {MAX_SEMANTIC_FRAMES} are supported",
-                                 "cut the voice prompt to 15 s, as upstream does")
+            check_semantic_frames(f"Speaker.{name}", getattr(self, name))
         return self
 
     def save(self, path: str | Path) -> None:
