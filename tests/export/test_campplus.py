@@ -6,13 +6,13 @@ import json
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from indextts2_onnx.export.checkpoint import CheckpointError
 from indextts2_onnx.export.config import load_config
+from indextts2_onnx.export.graphs import Campplus, GraphSpec
 from indextts2_onnx.export.modules.campplus import (
     CAMLayer,
     CAMPPlus,
@@ -22,6 +22,7 @@ from indextts2_onnx.export.modules.campplus import (
     seg_pooling,
 )
 
+from _graphs import export_and_check, models  # noqa: E402
 from conftest import DATA, REPO  # noqa: E402
 FILE = "hf_cache/campplus_cn_common.bin"
 SHALLOW = ((2, 3, 1), (3, 3, 2), (2, 3, 2))  # every layer kind at full width, 7 dense layers instead of 52
@@ -141,23 +142,24 @@ def test_rows_are_independent_of_the_batch():
 
 
 def test_export_with_dynamic_batch_and_frames(tmp_path, tiny_style):
-    """dynamo, opset 20. The 52-layer net takes ~70 s to trace on 2 cores (symbolic-shape bookkeeping),
-    so CI exports every layer kind at full width with 7 dense layers; the full net was checked by hand."""
-    ort = pytest.importorskip("onnxruntime")
+    """The project's `Campplus` graph through `export_graph` / `check_parity`, max abs 1e-4 (fp32).
+    The 52-layer net takes ~70 s to trace on 2 cores (symbolic-shape bookkeeping), so CI exports every
+    layer kind at full width with 7 dense layers; the full net was checked by hand."""
     model = randomize(CAMPPlus(80, tiny_style, blocks=SHALLOW), seed=4)
     g = torch.Generator().manual_seed(5)
-    path = tmp_path / "campplus.onnx"
-    torch.onnx.export(model, (torch.randn(2, 237, 80, generator=g),), str(path), dynamo=True, opset_version=20,
-                      input_names=["fbank"], output_names=["style"], dynamic_shapes=({0: "batch", 1: "frames"},))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     # 75 / 119 / 219 / 749 / 101 frames at the CAM layers: partial last segments of 75, 19, 19, 49 and 1
-    for B, T in ((1, 150), (1, 237), (2, 437), (1, 1498), (1, 201)):
-        x = torch.randn(B, T, 80, generator=g)
-        with torch.no_grad():
-            want = model(x).numpy()
-        (got,) = sess.run(None, {"fbank": x.numpy()})
-        assert got.shape == (B, tiny_style)
-        assert np.abs(got - want).max() <= 1e-4  # stated tolerance: max abs 1e-4 (fp32)
+    cases = [(torch.randn(B, T, 80, generator=g),) for B, T in ((1, 150), (1, 237), (2, 437), (1, 1498), (1, 201))]
+    spec = GraphSpec(
+        name="campplus",
+        inputs={"fbank": {0: "batch", 1: "frames"}},
+        outputs={"style": {0: "batch"}},
+        wrapper=Campplus,
+        example=lambda m: (torch.randn(2, 237, 80, generator=torch.Generator().manual_seed(6)),),
+        cases=lambda m: cases,
+        atol=1e-4,
+    )
+    sess, _ = export_and_check(spec, models(campplus=model), tmp_path)  # output shapes equal torch's
+    assert sess.get_outputs()[0].shape == ["batch", tiny_style]
 
 
 # --- 4. loader ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from indextts2_onnx.export.checkpoint import CheckpointError
 from indextts2_onnx.export.config import load_config
+from indextts2_onnx.export.graphs import CodecQuantize, GraphSpec
 from indextts2_onnx.export.modules.codec import (
     CODEC_UNUSED_KEYS,
     ConvNeXtBlock,
@@ -23,6 +24,7 @@ from indextts2_onnx.export.modules.codec import (
     load_codec,
 )
 
+from _graphs import export_and_check, models  # noqa: E402
 from conftest import DATA, REPO  # noqa: E402
 FILE = "hf_cache/semantic_codec_model.safetensors"
 WN_PREFIXES = ("quantizer.quantizers.0.in_project", "quantizer.quantizers.0.out_project")
@@ -161,15 +163,6 @@ def test_rows_are_independent(tiny):
 # --- 3. ONNX export -----------------------------------------------------------------------------
 
 
-class Quantize(torch.nn.Module):
-    def __init__(self, codec: SemanticCodec):
-        super().__init__()
-        self.codec = codec
-
-    def forward(self, semantic):
-        return self.codec.quantize(semantic)
-
-
 class Vq2Emb(torch.nn.Module):
     def __init__(self, codec: SemanticCodec):
         super().__init__()
@@ -179,32 +172,37 @@ class Vq2Emb(torch.nn.Module):
         return self.codec.vq2emb(codes)
 
 
-def _export(module, example, path, inputs, outputs):
-    torch.onnx.export(module.eval(), example, str(path), dynamo=True, opset_version=20,
-                      input_names=list(inputs), output_names=outputs, dynamic_shapes=tuple(inputs.values()))
-
-
 def test_quantize_and_vq2emb_export_with_dynamic_batch_and_frames(tiny, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    """The project's `CodecQuantize` graph and a bare vq2emb through `export_graph` / `check_parity`:
+    codes exact (int64), float outputs max abs 1e-4 (fp32). vq2emb runs on the codes torch picked."""
     codec = randomize(SemanticCodec(tiny), seed=6)
+    m = models(codec=codec)
     g = torch.Generator().manual_seed(7)
-    _export(Quantize(codec), (torch.randn(2, 20, tiny.hidden_size, generator=g),), tmp_path / "q.onnx",
-            {"semantic": {0: "batch", 1: "frames"}}, ["codes", "quantized"])
-    _export(Vq2Emb(codec), (torch.randint(0, tiny.codebook_size, (2, 20), generator=g),), tmp_path / "e.onnx",
-            {"codes": {0: "batch", 1: "frames"}}, ["features"])
-    sq = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
-    se = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
-    for B, T in ((1, 7), (1, 50), (1, 151), (3, 50)):
-        x = torch.randn(B, T, tiny.hidden_size, generator=g)
-        with torch.no_grad():
-            codes, quantized = codec.quantize(x)
-            emb = codec.vq2emb(codes)
-        got_codes, got_q = sq.run(None, {"semantic": x.numpy()})
-        assert got_codes.dtype == np.int64
-        np.testing.assert_array_equal(got_codes, codes.numpy())  # exact
-        assert np.abs(got_q - quantized.numpy()).max() <= 1e-4  # stated tolerance: max abs 1e-4 (fp32)
-        (got_e,) = se.run(None, {"codes": codes.numpy()})
-        assert np.abs(got_e - emb.numpy()).max() <= 1e-4
+    xs = [torch.randn(B, T, tiny.hidden_size, generator=g) for B, T in ((1, 7), (1, 50), (1, 151), (3, 50))]
+    quantize = GraphSpec(
+        name="semantic_codec",
+        inputs={"semantic": {0: "batch", 1: "frames"}},
+        outputs={"codes": {0: "batch", 1: "frames"}, "quantized": {0: "batch", 1: "frames"}},
+        wrapper=CodecQuantize,
+        example=lambda m: (torch.randn(2, 20, tiny.hidden_size, generator=torch.Generator().manual_seed(8)),),
+        cases=lambda m: [(x,) for x in xs],
+        atol=1e-4,
+    )
+    sess, _ = export_and_check(quantize, m, tmp_path)
+    assert [o.type for o in sess.get_outputs()] == ["tensor(int64)", "tensor(float)"]
+
+    with torch.no_grad():
+        codes = [codec.quantize(x)[0] for x in xs]
+    vq2emb = GraphSpec(
+        name="vq2emb",
+        inputs={"codes": {0: "batch", 1: "frames"}},
+        outputs={"features": {0: "batch", 1: "frames"}},
+        wrapper=lambda m: Vq2Emb(m.codec),
+        example=lambda m: (torch.randint(0, tiny.codebook_size, (2, 20), generator=torch.Generator().manual_seed(9)),),
+        cases=lambda m: [(c,) for c in codes],
+        atol=1e-4,
+    )
+    export_and_check(vq2emb, m, tmp_path)
 
 
 # --- 4. loader ----------------------------------------------------------------------------------

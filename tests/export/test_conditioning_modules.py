@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from indextts2_onnx.export.config import load_config
+from indextts2_onnx.export.graphs import GraphSpec
 from indextts2_onnx.export.modules.conformer import (
     ConformerEncoder,
     ConformerEncoderLayer,
@@ -27,6 +27,7 @@ from indextts2_onnx.export.modules.perceiver import (
     speaker_conditioner,
 )
 
+from _graphs import bare, export_and_check, models  # noqa: E402
 from conftest import DATA, REPO  # noqa: E402
 OFFICIAL_KEYS = DATA / "official_keys.json"  # the loading contract, from the spec
 PREFIXES = ("conditioning_encoder", "perceiver_encoder", "emo_conditioning_encoder", "emo_perceiver_encoder")
@@ -237,20 +238,21 @@ class SpeakerPath(torch.nn.Module):
 
 
 def test_speaker_path_exports_with_dynamic_frames(tiny, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    """Conformer + Perceiver (batch 1, frames 3..4000) through `export_graph` / `check_parity`;
+    stated tolerance: max abs diff 1e-4 (fp32)."""
     model = randomize(SpeakerPath(*speaker_conditioner(tiny)), seed=1)
-    frames = torch.export.Dim("frames", min=3, max=4000)
-    example = torch.randn(1, 20, tiny.semantic_dim)
-    path = tmp_path / "speaker_conditioner.onnx"
-    torch.onnx.export(
-        model, (example,), str(path), dynamo=True, dynamic_shapes=({1: frames},),
-        input_names=["features"], output_names=["latents"],
+
+    def semantic(frames: int) -> tuple[torch.Tensor]:
+        return (torch.randn(1, frames, tiny.semantic_dim, generator=torch.Generator().manual_seed(frames)),)
+
+    spec = GraphSpec(
+        name="speaker_conditioner",
+        inputs={"features": {1: "frames"}},
+        outputs={"latents": {}},
+        wrapper=bare(model),
+        example=lambda m: semantic(20),
+        cases=lambda m: [semantic(T) for T in (10, 37, 151)],
+        atol=1e-4,
+        bounds={"frames": (3, 4000)},
     )
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for T in (10, 37, 151):
-        x = torch.randn(1, T, tiny.semantic_dim)
-        with torch.no_grad():
-            want = model(x).numpy()
-        (got,) = sess.run(None, {"features": x.numpy()})
-        assert got.shape == want.shape
-        assert np.abs(got - want).max() <= 1e-4  # stated tolerance: max abs diff 1e-4 (fp32)
+    export_and_check(spec, models(), tmp_path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
-from torch.export import Dim  # noqa: E402
 
 from indextts2_onnx.export.checkpoint import CheckpointError  # noqa: E402
 from indextts2_onnx.export.config import load_config  # noqa: E402
+from indextts2_onnx.export.graphs import Estimator, GraphSpec  # noqa: E402
 from indextts2_onnx.export.modules.dit import (  # noqa: E402
     DIT_UNUSED_KEYS, DIT_WEIGHT_NORM_KEYS, DiT, apply_rope, dit_unused_keys, uvit_skips,
 )
@@ -30,6 +29,7 @@ from indextts2_onnx.export.modules.s2mel import (  # noqa: E402
     LR_UNUSED_KEYS, GptLayer, LengthRegulator, cfm_reference, load_s2mel, nearest_source_index,
 )
 
+from _graphs import bare, export_and_check, models  # noqa: E402
 from conftest import DATA, REPO  # noqa: E402
 ATOL_ONNX = 1e-4
 
@@ -345,59 +345,59 @@ def test_load_s2mel_names_file_and_key(tmp_path, tiny_cfg, tiny, edit, message):
 # --- 3. ONNX export -----------------------------------------------------------------------------------
 
 
-def export(module, args, names, outputs, dynamic, path):
-    """torch.export (non-strict) then torch.onnx.export(dynamo=True, opset 20) to `path`; an ORT CPU session.
-
-    Exporting the ExportedProgram makes a guard violation fail here instead of letting torch.onnx fall
-    back to draft_export silently. Example batches are 2: torch.export specialises sizes 0 and 1."""
-    ort = pytest.importorskip("onnxruntime")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-        program = torch.onnx.export(program, dynamo=True, opset_version=20, input_names=names,
-                                    output_names=outputs, verbose=False)
-    program.save(str(path))
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def max_diff(sess, module, args) -> float:
-    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
-    with torch.no_grad():
-        ref = module(*args).numpy()
-    got = sess.run(None, feeds)[0]
-    assert got.shape == ref.shape
-    return float(np.abs(got - ref).max())
-
-
 def test_dit_onnx_matches_torch(tmp_path, tiny_cfg, tiny):
+    """The project's `Estimator` graph through `export_graph` / `check_parity` (ATOL_ONNX)."""
     dit = tiny[2]
     # T > reflect pad (3 for kernel 5) and T <= 16384 (the stored input_pos): torch.export guards both
     assert dit.min_frames == 3
-    b, t = Dim("batch"), Dim("frames", min=dit.min_frames, max=dit.cfg.block_size)
-    dyn = {"x": {0: b, 2: t}, "prompt_x": {0: b, 2: t}, "x_lens": {0: b}, "t": {0: b}, "style": {0: b},
-           "cond": {0: b, 1: t}}
-    sess = export(dit, dit_inputs(tiny_cfg, 2, 23), list(dyn), ["velocity"], dyn, tmp_path / "dit.onnx")
-    assert [i.name for i in sess.get_inputs()] == list(dyn)
-    for B, T, lens in [(1, 17, None), (2, 96, None), (2, 157, None), (2, 40, [40, 31]), (1, 3, None)]:
-        assert max_diff(sess, dit, dit_inputs(tiny_cfg, B, T, seed=T, lens=lens)) <= ATOL_ONNX, (B, T)
+    spec = GraphSpec(
+        name="dit",
+        inputs={"x": {0: "batch", 2: "frames"}, "prompt_x": {0: "batch", 2: "frames"}, "x_lens": {0: "batch"},
+                "t": {0: "batch"}, "style": {0: "batch"}, "cond": {0: "batch", 1: "frames"}},
+        outputs={"velocity": {0: "batch", 2: "frames"}},
+        wrapper=Estimator,
+        example=lambda m: dit_inputs(tiny_cfg, 2, 23),  # batch 2: torch.export specialises sizes 0 and 1
+        cases=lambda m: [dit_inputs(tiny_cfg, B, T, seed=T, lens=lens) for B, T, lens in
+                         [(1, 17, None), (2, 96, None), (2, 157, None), (2, 40, [40, 31]), (1, 3, None)]],
+        atol=ATOL_ONNX,
+        bounds={"frames": (dit.min_frames, dit.cfg.block_size)},
+    )
+    sess, _ = export_and_check(spec, models(dit=dit), tmp_path)
+    assert [i.name for i in sess.get_inputs()] == list(spec.inputs)
 
 
 def test_length_regulator_and_gpt_layer_onnx_match_torch(tmp_path, tiny):
+    """Both modules bare (per-row `out_len`, unlike the bundle's scalar `length`), ATOL_ONNX."""
     gpt_layer, reg = tiny[0], tiny[1]
-    dyn = {"x": {0: Dim("batch"), 1: Dim("frames_in")}, "out_len": {0: Dim("batch")}}
-    c_in = reg.content_in_proj.in_features
-    sess = export(reg, (torch.randn(2, 13, c_in), torch.tensor([22, 20])), list(dyn), ["content"], dyn,
-                  tmp_path / "length_regulator.onnx")
+    m = models()
     g = torch.Generator().manual_seed(0)
-    for t_in, lens in [(13, [22]), (50, [86]), (7, [7]), (40, [20]), (9, [31, 25])]:
-        args = (torch.randn(len(lens), t_in, c_in, generator=g), torch.tensor(lens))
-        assert max_diff(sess, reg, args) <= ATOL_ONNX, (t_in, lens)
+    c_in = reg.content_in_proj.in_features
+    reg_cases = [(torch.randn(len(lens), t_in, c_in, generator=g), torch.tensor(lens))
+                 for t_in, lens in [(13, [22]), (50, [86]), (7, [7]), (40, [20]), (9, [31, 25])]]
+    spec = GraphSpec(
+        name="length_regulator",
+        inputs={"x": {0: "batch", 1: "frames_in"}, "out_len": {0: "batch"}},
+        outputs={"content": {0: "batch", 1: "frames_out"}},
+        wrapper=bare(reg),
+        example=lambda m: (torch.randn(2, 13, c_in, generator=torch.Generator().manual_seed(1)),
+                           torch.tensor([22, 20])),
+        cases=lambda m: reg_cases,
+        atol=ATOL_ONNX,
+    )
+    export_and_check(spec, m, tmp_path)
 
-    dyn = {"input": {0: Dim("batch"), 1: Dim("codes")}}  # nn.Sequential.forward(input)
-    sess = export(gpt_layer, (torch.randn(2, 5, gpt_layer[0].in_features),), ["latent"], ["features"], dyn,
-                  tmp_path / "gpt_layer.onnx")
-    for B, N in [(1, 1), (1, 37), (2, 12)]:
-        assert max_diff(sess, gpt_layer, (torch.randn(B, N, gpt_layer[0].in_features, generator=g),)) <= ATOL_ONNX
+    d = gpt_layer[0].in_features
+    layer_cases = [(torch.randn(B, N, d, generator=g),) for B, N in [(1, 1), (1, 37), (2, 12)]]
+    spec = GraphSpec(
+        name="gpt_layer",
+        inputs={"latent": {0: "batch", 1: "codes"}},
+        outputs={"features": {0: "batch", 1: "codes"}},
+        wrapper=bare(gpt_layer),
+        example=lambda m: (torch.randn(2, 5, d, generator=torch.Generator().manual_seed(2)),),
+        cases=lambda m: layer_cases,
+        atol=ATOL_ONNX,
+    )
+    export_and_check(spec, m, tmp_path)
 
 
 # --- 4. CFM reference ---------------------------------------------------------------------------------

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from indextts2_onnx.export.checkpoint import CheckpointError, load_strict
 from indextts2_onnx.export.config import ConfigError, load_config, load_w2v_config
+from indextts2_onnx.export.graphs import GraphSpec, SemanticEncoder as SemanticEncoderGraph  # the graph wrapper
 from indextts2_onnx.export.modules.w2vbert import (
     W2V_UNUSED_KEYS,
     SemanticEncoder,
@@ -27,6 +26,7 @@ from indextts2_onnx.export.modules.w2vbert import (
     w2v_unused_keys,
 )
 
+from _graphs import export_and_check, models  # noqa: E402
 from conftest import DATA, REPO  # noqa: E402
 OFFICIAL_KEYS = DATA / "official_keys.json"  # the loading contract, from the spec
 W2V_FILE = "hf_cache/w2v-bert-2.0/model.safetensors"
@@ -185,32 +185,28 @@ def test_each_hidden_state_index_is_that_many_layers(reference, stats):
 
 
 def test_exports_with_dynamic_batch_and_frames(ours, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    batch, frames = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("frames", min=1, max=4096)
-    example = features(2, 40, seed=6)
-    example = (example[0], example[1].long())
-    path = tmp_path / "semantic_encoder.onnx"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            ours, example, dynamo=True, opset_version=20, verbose=False,
-            input_names=["input_features", "attention_mask"], output_names=["semantic"],
-            dynamic_shapes={"input_features": {0: batch, 1: frames}, "attention_mask": {0: batch, 1: frames}},
-        )
-    program.save(str(path))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["input_features", "attention_mask"]
-    assert [o.name for o in sess.get_outputs()] == ["semantic"]
+    """The project's `SemanticEncoder` graph through `export_graph` / `check_parity` at ATOL; the mask
+    goes in as int64, the graph's dtype (any dtype gives the same torch result, see above)."""
+    def long_mask(case):
+        return case[0], case[1].long()
+
     cases = [features(1, t, seed=t) for t in (1, 7, 50, 151)]
     cases += [features(1, 151, seed=7, masked_last=True), features(1, 8, seed=8, masked_last=True)]
     padded = features(3, 33, seed=9)
     padded[1][1, 20:] = 0
-    for x, mask in cases + [padded]:
-        with torch.no_grad():
-            want = ours(x, mask).numpy()
-        got = sess.run(None, {"input_features": x.numpy(), "attention_mask": mask.long().numpy()})[0]
-        assert got.shape == want.shape
-        assert np.abs(got - want).max() <= ATOL, (x.shape, np.abs(got - want).max())
+    spec = GraphSpec(
+        name="semantic_encoder",
+        inputs={"input_features": {0: "batch", 1: "frames"}, "attention_mask": {0: "batch", 1: "frames"}},
+        outputs={"semantic": {0: "batch", 1: "frames"}},
+        wrapper=SemanticEncoderGraph,
+        example=lambda m: long_mask(features(2, 40, seed=6)),
+        cases=lambda m: [long_mask(c) for c in cases + [padded]],
+        atol=ATOL,
+        bounds={"batch": (1, 64), "frames": (1, 4096)},
+    )
+    sess, _ = export_and_check(spec, models(semantic_encoder=ours), tmp_path)
+    assert [i.name for i in sess.get_inputs()] == ["input_features", "attention_mask"]
+    assert [o.name for o in sess.get_outputs()] == ["semantic"]
 
 
 # --- 4. loading from a folder -------------------------------------------------------------------
