@@ -27,8 +27,9 @@ from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
-from .graphs import Models, all_graphs
-from .precision import DEVICE, PROBED, GreedyProbe, Lowering, check_on_fail, lower, move_graph, parse_precision
+from .graphs import GraphSpec, Models, all_graphs
+from .policy import OnFail, Precision, Target
+from .precision import DEVICE, GreedyProbe, Lowering, check_on_fail, lower, move_graph, parse_precision
 from .modules.bigvgan import load_bigvgan
 from .modules.campplus import load_campplus
 from .modules.codec import load_codec
@@ -111,20 +112,35 @@ def _versions() -> dict:
         "opset": OPSET}
 
 
-def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str], target: str, on_fail: str,
-                  dims: GPTDims, progress: Progress) -> dict[str, Lowering]:
-    """Replace the fp32 graphs in `folder` by their planned precision where the gates allow it."""
+def _plan(precision: str | dict[str, str] | None, target: str, specs: tuple[GraphSpec, ...]) -> dict[str, Precision]:
+    """The precision asked of every graph: `--precision` text, or {graph: precision} items, over the target's
+    defaults (both checked against each graph's policy)."""
+    if isinstance(precision, dict):
+        precision = ",".join(f"{graph}={prec}" for graph, prec in precision.items())
+    return parse_precision(precision, target, specs)
+
+
+def _lower_graphs(specs: dict[str, GraphSpec], models: Models, folder: Path, plan: dict[str, Precision],
+                  target: Target, on_fail: OnFail, dims: GPTDims, progress: Progress) -> dict[str, Lowering]:
+    """Replace the fp32 graphs in `folder` by their planned precision where the gates allow it.
+
+    The GPT path goes first, from the codes upstream (`GreedyProbe.GRAPHS`): the decoder is gated with fp32
+    encoders, each encoder then with the graphs nearer the codes as they ship. The other graphs' gates do
+    not depend on each other; they follow in bundle order."""
     work, probe_dir = folder / ".lowering", folder / ".probe"
-    probed = [name for name in PROBED if plan[name] != "fp32"]
+    order = [name for name in GreedyProbe.GRAPHS if name in plan]
+    order += [name for name in plan if name not in order]
     probe = None
     records = {}
     try:
-        if probed:
+        if any(specs[name].policy.probed and plan[name] != Precision.FP32 for name in plan):
             progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
-            _copy_graphs(folder, probe_dir, PROBED)  # the probe keeps reading fp32 files that get replaced
+            # the probe keeps reading fp32 files that get replaced
+            _copy_graphs(folder, probe_dir, GreedyProbe.GRAPHS)
             probe = GreedyProbe.build(probe_dir, folder / "gpt_tables.npz", folder / "bpe.model", dims)
-        for name, requested in plan.items():
-            if requested == "fp32":
+        for name in order:
+            requested = plan[name]
+            if requested == Precision.FP32:
                 continue
             fp32 = work / "fp32" / f"{name}.onnx"
             move_graph(folder / f"{name}.onnx", fp32)
@@ -134,7 +150,7 @@ def _lower_graphs(specs: dict, models: Models, folder: Path, plan: dict[str, str
             move_graph(chosen, folder / f"{name}.onnx")
             shutil.rmtree(work)
             attempts = records[name].attempts
-            if probe is not None and name in PROBED and attempts and attempts[-1].passed:
+            if probe is not None and specs[name].policy.probed and attempts and attempts[-1].passed:
                 probe.accept(name, folder / f"{name}.onnx")  # a kept failure would fail every later gate
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -158,15 +174,15 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                   precision: str | dict[str, str] | None = None, on_fail: str = "fallback") -> Manifest:
     """Export every component of the checkpoint at `paths` to the bundle folder `out`.
 
-    target   : any (every graph fp32), cpu or cuda: sets each graph's default precision (precision.py)
+    target   : any (every graph fp32), cpu or cuda: sets each graph's default precision (GraphSpec.policy)
     precision: `--precision` text or a {graph: precision} plan overriding the target's defaults
     on_fail  : what a failed precision gate does: fallback (to the next higher precision), error (--strict)
                or keep (ship it anyway, marked failed in the manifest: benchmarks on random weights only)"""
     out = Path(out)
     check_out(out, force)
-    plan = precision if isinstance(precision, dict) else parse_precision(precision, target)
-    check_on_fail(on_fail)
     cfg = load_config(paths.config)
+    plan = _plan(precision, target, all_graphs(cfg))  # checks the target too
+    target, on_fail = Target(target), check_on_fail(on_fail)
     models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
     if not paths.bpe.is_file():
@@ -182,7 +198,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
             progress(f"{spec.name}: max |onnx - torch| {parity.max_abs_diff:.2e} (atol {spec.atol}), "
                      f"{time.perf_counter() - t0:.1f} s")
             graphs[spec.name] = GraphEntry(file=path.name, inputs=list(spec.inputs), outputs=list(spec.outputs),
-                                           parity=parity.to_dict())
+                                           parity=parity.to_dict(), kv_cache=dict(spec.kv_cache))
         _write_tables(models.gpt, tmp / "gpt_tables.npz")
         mel = cfg.s2mel.mel  # fmax None (config "None") means sr / 2, as upstream
         np.save(tmp / "mel_filterbank.npy", slaney_mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.fmin, mel.fmax))
@@ -193,7 +209,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         models = Models(cfg)  # the gates below only size their inputs from the config: free the torch modules
         manifest = Manifest(
             format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic, emo_num=list(cfg.emo_num),
-            graphs=graphs, files={}, target="any",
+            graphs=graphs, files={}, target=Target.ANY.value,
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
                     "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model",
                     "mel_filterbank": "mel_filterbank.npy"},
@@ -205,17 +221,19 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
     return manifest
 
 
-def _finish(folder: Path, manifest: Manifest, models: Models, plan: dict[str, str], target: str, on_fail: str,
-            progress: Progress) -> Manifest:
-    """Lower the fp32 graphs in `folder` as planned, then write the manifest with every file's checksum."""
+def _finish(folder: Path, manifest: Manifest, models: Models, plan: dict[str, Precision], target: Target,
+            on_fail: OnFail, progress: Progress) -> Manifest:
+    """Lower the fp32 graphs in `folder` as planned, then write the manifest with every file's checksum
+    (the enums as their plain strings)."""
     specs = {spec.name: spec for spec in all_graphs(models.cfg)}
     records = _lower_graphs(specs, models, folder, plan, target, on_fail, manifest.gpt, progress)
     graphs = dict(manifest.graphs)
     for name, rec in records.items():
-        graphs[name] = replace(graphs[name], precision=rec.chosen, device=DEVICE[rec.chosen], gate=rec.to_dict())
+        graphs[name] = replace(graphs[name], precision=rec.chosen.value, device=DEVICE[rec.chosen].value,
+                               gate=rec.to_dict())
     files = {p.name: FileEntry(size=p.stat().st_size, sha256=sha256(p))
              for p in sorted(folder.iterdir()) if p.name != MANIFEST}
-    manifest = replace(manifest, graphs=graphs, files=files, target=target, format_version=FORMAT_VERSION)
+    manifest = replace(manifest, graphs=graphs, files=files, target=target.value, format_version=FORMAT_VERSION)
     (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     return manifest
 
@@ -231,14 +249,14 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     only config.yaml is read: the gates compare graphs with graphs and size their inputs from it."""
     source, out = Path(source), Path(out)
     src = load_manifest(source)
-    if src.target != "any" or any(g.precision != "fp32" for g in src.graphs.values()):
+    if src.target != Target.ANY or any(g.precision != Precision.FP32 for g in src.graphs.values()):
         raise ValueError(f"{source}: lowering starts from an fp32 bundle (target any); this one is {src.target}")
     bad = verify_checksums(source, src)
     if bad:
         raise ValueError(f"{source}: files changed since export ({', '.join(bad)}); re-export it")
-    plan = precision if isinstance(precision, dict) else parse_precision(precision, target)
-    check_on_fail(on_fail)
     cfg = load_config(paths.config)
+    plan = _plan(precision, target, all_graphs(cfg))  # checks the target too
+    target, on_fail = Target(target), check_on_fail(on_fail)
     if cfg.raw != src.config:
         raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")
     models = Models(cfg)  # no torch modules: graphs are gated against the source's fp32 graphs

@@ -2,7 +2,8 @@
 
 Each `GraphSpec` names its inputs and outputs with their dynamic axes, builds the thin wrapper module
 whose `forward` takes and returns flat named tensors, gives a trace example and the sizes its parity
-check runs at, and states its tolerance. Graph and I/O names exist only here and in the manifest.
+check runs at, and states its tolerance and its export policy (what it may be lowered to, per target, behind
+which gate: policy.py). Graph and I/O names exist only here and in the manifest.
 
     GPT (per segment)    gpt_speaker_conditioning, gpt_emotion_vector, gpt_decoder
     prompt (once)        semantic_encoder, semantic_codec, campplus, length_regulator
@@ -18,7 +19,10 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from ..runtime.kv_cache import cache_names
 from .config import IndexTTS2Config
+from .policy import (ACOUSTIC_SNR_MIN_DB, DECODER_LOGIT_REL_L2_MAX, DECODER_LOGIT_REL_L2_MAX_INT4, ENCODER_COSINE_MIN,
+                     ExportPolicy, Gate, Precision, Target)
 
 Axes = dict[int, str]
 
@@ -38,9 +42,14 @@ class Models:
     bigvgan: nn.Module | None = None
 
 
-def kv_names(prefix: str, layers: int) -> list[str]:
-    """Per-layer cache names in graph order: {prefix}_key_0, {prefix}_value_0, {prefix}_key_1, ..."""
-    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+# The decoder's KV-cache name patterns by role; the manifest records them (graphs["gpt_decoder"].kv_cache)
+KV_CACHE = {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}"}
+
+
+def kv_names(role: str, layers: int) -> list[str]:
+    """The decoder's cache names for `role` ("past" or "present") in graph order: past_key_0, past_value_0,
+    past_key_1, ... (runtime.kv_cache.cache_names, which the runtime expands the manifest's patterns with)."""
+    return cache_names(KV_CACHE[role], layers)
 
 
 # --- wrappers: flat tensors in, flat tensors out ------------------------------------------------------
@@ -154,8 +163,10 @@ class GraphSpec:
     example: Callable[[Models], tuple]  # trace inputs (non-degenerate sizes)
     cases: Callable[[Models], list[tuple]]  # parity inputs at several dynamic sizes
     atol: float  # max |onnx - torch| allowed in fp32 on CPU (exact for integer outputs)
+    policy: ExportPolicy = field(default_factory=ExportPolicy)  # lower precisions and their gate (fp32 only)
     bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> (min, max) where needed
     varargs: bool = False  # inputs after the first are one *args tuple (the KV cache)
+    kv_cache: dict[str, str] = field(default_factory=dict)  # role -> name pattern of a KV cache (manifest kv_cache)
 
     def dynamic_shapes(self) -> tuple:
         """torch.onnx's form: {axis: name} per input, a named Dim where a symbol has bounds."""
@@ -224,6 +235,11 @@ def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             example=lambda m: _semantic(m, 2, 40, 0),
             cases=lambda m: [_semantic(m, 1, t, t) for t in (5, 38, 151, 750)] + [_semantic(m, 2, 17, 1)],
             atol=1e-4,
+            # INT8 on CPU, fp16 on CUDA: a large MatMul stack whose embedding must stay near-identical; its error
+            # reaches the codes, so greedy decoding has the last word
+            policy=ExportPolicy(allowed=(Precision.INT8, Precision.FP16, Precision.FP32),
+                                defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                                gate=Gate("cosine", ENCODER_COSINE_MIN), probed=True),
         ),
         GraphSpec(
             name="gpt_emotion_vector",
@@ -233,6 +249,11 @@ def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             example=lambda m: _semantic(m, 2, 40, 0),
             cases=lambda m: [_semantic(m, 1, t, t) for t in (5, 38, 151, 750)] + [_semantic(m, 2, 17, 1)],
             atol=1e-4,
+            # INT8 on CPU, fp16 on CUDA: a large MatMul stack whose embedding must stay near-identical; its error
+            # reaches the codes, so greedy decoding has the last word
+            policy=ExportPolicy(allowed=(Precision.INT8, Precision.FP16, Precision.FP32),
+                                defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                                gate=Gate("cosine", ENCODER_COSINE_MIN), probed=True),
         ),
         GraphSpec(
             name="gpt_decoder",
@@ -247,7 +268,17 @@ def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
                              _decoder_inputs(m, 1, 1, 1, 3), _decoder_inputs(m, 2, 5, 9, 4),
                              _decoder_inputs(m, 1, 300, 0, 5)],
             atol=1e-4,
+            # INT8 on CPU, fp16 on CUDA, 4-bit weights when asked (gpt_decoder=int4). The logit bound (looser for
+            # 4-bit) screens, then greedy decoding must reproduce the fp32 codes. fp16 keeps the float I/O fp32
+            # except the cache: the runtime feeds embeddings and reads logits as before while past/present live
+            # in fp16 (half the memory and bandwidth per step)
+            policy=ExportPolicy(allowed=(Precision.INT4, Precision.INT8, Precision.FP16, Precision.FP32),
+                                defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                                gate=Gate("rel_l2", DECODER_LOGIT_REL_L2_MAX, ("logits",),
+                                          thresholds={Precision.INT4: DECODER_LOGIT_REL_L2_MAX_INT4}),
+                                probed=True, fp32_io=("inputs_embeds", "logits", "hidden_states")),
             varargs=True,
+            kv_cache=dict(KV_CACHE),
         ),
     )
 
@@ -266,6 +297,11 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
                              _features(m, 1, 151, 3), _features(m, 2, 37, 4, masked_tail=5),
                              _features(m, 1, 750, 5, masked_tail=1)],
             atol=1e-4,
+            # INT8 on CPU, fp16 on CUDA: w2v-BERT is a large MatMul stack whose features must stay near-identical;
+            # its error reaches the codes, so greedy decoding has the last word
+            policy=ExportPolicy(allowed=(Precision.INT8, Precision.FP16, Precision.FP32),
+                                defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                                gate=Gate("cosine", ENCODER_COSINE_MIN), probed=True),
         ),
         GraphSpec(
             name="semantic_codec",
@@ -275,6 +311,10 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             example=lambda m: _semantic_codec(m, 2, 24, 0),
             cases=lambda m: [_semantic_codec(m, 1, t, t) for t in (7, 50, 151, 750)],
             atol=1e-4,
+            # the nearest-code search is a MatMul that INT8 would speed up, but a flipped code changes the prompt:
+            # fp16 at most
+            policy=ExportPolicy(allowed=(Precision.FP16, Precision.FP32), defaults={Target.CUDA: Precision.FP16},
+                                gate=Gate("cosine", ENCODER_COSINE_MIN, ("quantized",))),
         ),
         GraphSpec(
             name="campplus",
@@ -284,6 +324,9 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             example=lambda m: (_randn(0, 2, 230, 80),),
             cases=lambda m: [(_randn(t, 1, t, 80),) for t in (150, 237, 437, 1498)],
             atol=1e-4,
+            # INT8/4-bit only act on MatMuls: a conv stack gains nothing from them
+            policy=ExportPolicy(allowed=(Precision.FP16, Precision.FP32), defaults={Target.CUDA: Precision.FP16},
+                                gate=Gate("cosine", ENCODER_COSINE_MIN)),
             bounds={"frames": (8, 100_000)},
         ),
         GraphSpec(
@@ -296,6 +339,9 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             cases=lambda m: [_regulator_inputs(m, 1, a, b, a)
                              for a, b in ((13, 22), (50, 86), (7, 7), (151, 259), (750, 1292))],
             atol=1e-4,
+            # INT8/4-bit only act on MatMuls: a conv stack gains nothing from them
+            policy=ExportPolicy(allowed=(Precision.FP16, Precision.FP32), defaults={Target.CUDA: Precision.FP16},
+                                gate=Gate("snr_db", ACOUSTIC_SNR_MIN_DB)),
         ),
         GraphSpec(
             name="latent_projector",
@@ -305,6 +351,8 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             example=lambda m: _projector_inputs(m, 2, 12, 0),
             cases=lambda m: [_projector_inputs(m, 1, n, n) for n in (1, 37, 250)] + [_projector_inputs(m, 2, 12, 3)],
             atol=1e-4,
+            policy=ExportPolicy(allowed=(Precision.INT8, Precision.FP16, Precision.FP32),
+                                defaults={Target.CUDA: Precision.FP16}, gate=Gate("snr_db", ACOUSTIC_SNR_MIN_DB)),
         ),
         GraphSpec(
             name="dit",
@@ -316,6 +364,10 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             # up to a 15 s prompt (1292 frames) plus a short target
             cases=lambda m: [_dit_inputs(m, 2, t, t) for t in (3, 17, 96, 157, 1335)] + [_dit_inputs(m, 1, 60, 1)],
             atol=1e-4,
+            # INT8 on CPU (a large MatMul stack), fp16 on CUDA
+            policy=ExportPolicy(allowed=(Precision.INT8, Precision.FP16, Precision.FP32),
+                                defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                                gate=Gate("snr_db", ACOUSTIC_SNR_MIN_DB)),
             bounds={"frames": (3, 16384)},
         ),
         GraphSpec(
@@ -328,6 +380,10 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
             # ~100 stacked convolutions with SnakeBeta: fp32 reassociation grows to ~2e-4 on a [-1, 1]
             # waveform with random weights (-70 dB); 5e-4 still catches any real difference
             atol=5e-4,
+            # never INT8 or 4-bit: a conv stack gains nothing from them, and its SnakeBeta stacks fall to 14-18 dB
+            # whatever the scheme (ort-notes §4.2)
+            policy=ExportPolicy(allowed=(Precision.FP16, Precision.FP32), defaults={Target.CUDA: Precision.FP16},
+                                gate=Gate("snr_db", ACOUSTIC_SNR_MIN_DB)),
         ),
     )
 

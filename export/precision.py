@@ -7,9 +7,11 @@ A bundle is exported for a target:
            encoders, w2v-BERT and the DiT; fp32 elsewhere (fp16 is ~2x slower than fp32 on CPU)
     cuda   fp16 everywhere (the decoder keeps its KV cache in fp16); `gpt_decoder=int4` for 4-bit weights
 
-`--precision` overrides per graph. Each reduced-precision graph is converted from its fp32 export and
-gated against it (`quantize.gate_graph`; the decoder also by greedy decoding, `GreedyProbe`). A graph
-that fails falls back to the next higher precision of its target's chain and the manifest records every
+`--precision` overrides per graph. What each graph may be lowered to, what it is asked for per target and
+its gate are part of its spec (`GraphSpec.policy`, graphs.py); the per-target and per-precision tables are
+here. Each reduced-precision graph is converted from its fp32 export and gated against it
+(`quantize.gate_graph`; the graphs on the GPT path also by greedy decoding, `GreedyProbe`). A graph that
+fails falls back to the next higher precision of its target's chain and the manifest records every
 attempt; with `strict` a failure is an error instead. The vocoder is never INT8 or 4-bit.
 """
 
@@ -17,61 +19,34 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar, Iterable
 
 import numpy as np
 
 from ..runtime.gpt import CodeGenerator, GptTables
+from ..runtime.kv_cache import DecoderIO
 from ..runtime.manifest import GPTDims
 from ..runtime.sampling import SamplingOptions
 from ..runtime.sessions import Graph
 from ..runtime.text import Tokenizer
 from . import quantize as q
-from .graphs import GraphSpec, Models
+from .graphs import GraphSpec, Models, kv_names
+from .policy import PRECISIONS, ExportPolicy, OnFail, Precision, Target
 from .verify import ParityError, cpu_session
-
-PRECISIONS = ("int4", "int8", "fp16", "fp32")  # lowest first
-TARGETS = ("any", "cpu", "cuda")
-
-# What each graph may be lowered to. INT8/4-bit only act on MatMuls, so conv stacks (CAMPPlus, the
-# regulator, BigVGAN) gain nothing from them, and BigVGAN loses 10+ dB (ort-notes §4.2). The codec's
-# nearest-code search is a MatMul too, but a flipped code changes the prompt: fp16 at most.
-ALLOWED: dict[str, tuple[str, ...]] = {
-    "gpt_decoder": ("int4", "int8", "fp16", "fp32"),
-    "gpt_speaker_conditioning": ("int8", "fp16", "fp32"),
-    "gpt_emotion_vector": ("int8", "fp16", "fp32"),
-    "semantic_encoder": ("int8", "fp16", "fp32"),
-    "semantic_codec": ("fp16", "fp32"),
-    "campplus": ("fp16", "fp32"),
-    "length_regulator": ("fp16", "fp32"),
-    "latent_projector": ("int8", "fp16", "fp32"),
-    "dit": ("int8", "fp16", "fp32"),
-    "bigvgan": ("fp16", "fp32"),
-}
-
-# Per target: the precision each graph is asked for when the user does not say (missing: fp32).
-DEFAULTS: dict[str, dict[str, str]] = {
-    "any": {},
-    "cpu": {"gpt_decoder": "int8", "gpt_speaker_conditioning": "int8", "gpt_emotion_vector": "int8",
-            "semantic_encoder": "int8", "dit": "int8"},
-    "cuda": {name: "fp16" for name in ALLOWED},
-}
 
 # Fallback order per target: a failed precision falls back to the next one to its right. CPU skips fp16
 # (slower than fp32 there); CUDA skips INT8 (no CUDA kernel for DynamicQuantizeLinear, ort-notes §4.3).
-CHAINS: dict[str, tuple[str, ...]] = {
-    "any": ("int4", "int8", "fp16", "fp32"),
-    "cpu": ("int4", "int8", "fp32"),
-    "cuda": ("int4", "fp16", "fp32"),
+CHAINS: dict[Target, tuple[Precision, ...]] = {
+    Target.ANY: (Precision.INT4, Precision.INT8, Precision.FP16, Precision.FP32),
+    Target.CPU: (Precision.INT4, Precision.INT8, Precision.FP32),
+    Target.CUDA: (Precision.INT4, Precision.FP16, Precision.FP32),
 }
 
 # The device a graph of this precision is meant for (`GraphEntry.device`); the runtime warns on others.
-DEVICE = {"fp32": "any", "int4": "any", "int8": "cpu", "fp16": "cuda"}
-
-# fp16 decoder: float I/O stays fp32 except the cache, so the runtime feeds embeddings and reads logits
-# as before while past/present live in fp16 (half the memory and bandwidth per step).
-DECODER_FP32_IO = ("inputs_embeds", "logits", "hidden_states")
+DEVICE: dict[Precision, Target] = {Precision.FP32: Target.ANY, Precision.INT4: Target.ANY,
+                                   Precision.INT8: Target.CPU, Precision.FP16: Target.CUDA}
 
 # Greedy probe: prompts x codes decoded with the fp32 graphs and with one converted graph swapped in
 # (official size on 2 CPU cores: ~15 s per run).
@@ -88,38 +63,50 @@ class PrecisionError(ParityError):
     """A reduced-precision graph failed its gate and `strict` forbids falling back."""
 
 
-def parse_precision(text: str | None, target: str) -> dict[str, str]:
-    """`--precision` for `target` -> {graph: precision} for every graph.
+def _target(target: str) -> Target:
+    try:
+        return Target(target)
+    except ValueError:
+        raise ValueError(f"--target {target!r}: use one of {', '.join(Target)}") from None
+
+
+def parse_precision(text: str | None, target: str, specs: Iterable[GraphSpec]) -> dict[str, Precision]:
+    """`--precision` for `target` -> {graph: precision} for every graph of `specs`, in their order.
 
     text: comma-separated items, later items win. A bare precision (`int8`) asks it of every graph that
     allows it; `graph=precision` (`gpt_decoder=int4`) of one graph. Graphs not named keep the target's
-    default. Raises ValueError naming the bad item."""
-    if target not in TARGETS:
-        raise ValueError(f"--target {target!r}: use one of {', '.join(TARGETS)}")
-    plan = {name: DEFAULTS[target].get(name, "fp32") for name in ALLOWED}
+    default (`GraphSpec.policy`). Raises ValueError naming the bad item."""
+    target = _target(target)
+    policies = {spec.name: spec.policy for spec in specs}
+    plan = {name: policy.default(target) for name, policy in policies.items()}
     for item in (text or "").split(","):
         item = item.strip()
         if not item:
             continue
         graph, _, prec = item.rpartition("=")
         if prec not in PRECISIONS:
-            raise ValueError(f"--precision {item!r}: precision must be one of {', '.join(PRECISIONS)}")
+            raise ValueError(f"--precision {item!r}: precision must be one of {', '.join(Precision)}")
+        prec = Precision(prec)
         if not graph:
-            plan.update({name: prec for name, allowed in ALLOWED.items() if prec in allowed})
-        elif graph not in ALLOWED:
-            raise ValueError(f"--precision {item!r}: unknown graph {graph!r}; graphs: {', '.join(ALLOWED)}")
-        elif prec not in ALLOWED[graph]:
-            raise ValueError(f"--precision {item!r}: {graph} allows {', '.join(ALLOWED[graph])}")
+            plan.update({name: prec for name, policy in policies.items() if prec in policy.allowed})
+        elif graph not in policies:
+            raise ValueError(f"--precision {item!r}: unknown graph {graph!r}; graphs: {', '.join(policies)}")
+        elif prec not in policies[graph].allowed:
+            raise ValueError(f"--precision {item!r}: {graph} allows {', '.join(policies[graph].allowed)}")
         else:
             plan[graph] = prec
     return plan
 
 
-def candidates(graph: str, precision: str, target: str) -> list[str]:
-    """The precisions to try for `graph`, in order: the requested one, then its target's fallbacks."""
+def candidates(policy: ExportPolicy, precision: Precision | str, target: Target | str) -> list[Precision]:
+    """The precisions to try for a graph of `policy`, in order: the requested one, then its target's
+    fallbacks."""
+    precision, target = Precision(precision), Target(target)
+    if precision == Precision.FP32:
+        return [Precision.FP32]
     rank = PRECISIONS.index(precision)
-    higher = [p for p in CHAINS[target] if PRECISIONS.index(p) > rank and p in ALLOWED[graph]]
-    return [precision, *higher] if precision != "fp32" else ["fp32"]
+    higher = [p for p in CHAINS[target] if PRECISIONS.index(p) > rank and p in policy.allowed]
+    return [precision, *higher]
 
 
 # --- the manifest record ----------------------------------------------------------------------------------
@@ -127,22 +114,27 @@ def candidates(graph: str, precision: str, target: str) -> list[str]:
 
 @dataclass
 class Attempt:
-    precision: str
+    precision: Precision
     passed: bool
     results: list[dict]  # GateResult.to_dict() per gated metric
     size: int  # bytes of the converted graph (+ .data)
+
+
+def _plain(items: list[tuple[str, object]]) -> dict:
+    """asdict's dict_factory for the manifest: enums as their plain string values."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in items}
 
 
 @dataclass
 class Lowering:
     """What happened to one graph: asked for `requested`, shipped `chosen`, after `attempts`."""
 
-    requested: str
-    chosen: str
+    requested: Precision
+    chosen: Precision
     attempts: list[Attempt] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self, dict_factory=_plain)
 
 
 # --- the greedy probe -------------------------------------------------------------------------------------
@@ -153,14 +145,10 @@ def _graph(path: Path, name: str) -> Graph:
     return Graph(name, sess, [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
 
 
-# Graphs whose error reaches the GPT's codes, upstream to downstream: their gate includes greedy decoding.
-PROBED = ("semantic_encoder", "gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder")
-
-
 @dataclass
 class GreedyProbe:
     """Greedy decoding of a few fixed prompts from front-end features to codes, for the gates of every
-    graph on that path (`PROBED`).
+    graph on that path (`GRAPHS`; their specs say `policy.probed`).
 
     features -> semantic_encoder -> speaker conditioning / emotion vector -> prefix -> decoder -> codes
 
@@ -172,7 +160,11 @@ class GreedyProbe:
     texts go through the bundle's tokenizer. Graphs are loaded per run and released after it, so the
     ~6 GB of fp32 sessions are not held while the quantizer works."""
 
-    files: dict[str, Path]  # the fp32 graph files of PROBED
+    # the graphs it runs, from the codes upstream (the order a bundle lowers them in: bundle._lower_graphs)
+    GRAPHS: ClassVar[tuple[str, ...]] = ("gpt_decoder", "gpt_speaker_conditioning", "gpt_emotion_vector",
+                                         "semantic_encoder")
+
+    files: dict[str, Path]  # the fp32 graph files of GRAPHS
     prompts: list[tuple[np.ndarray, np.ndarray, list[int]]]  # (features (1, T, 160), mask (1, T), text ids)
     tables: GptTables
     dims: GPTDims
@@ -188,7 +180,7 @@ class GreedyProbe:
             features = np.random.default_rng(1000 + i).standard_normal((1, frames, 160), dtype=np.float32)
             ids = [t for t in tok.segments(text)[0] if 0 <= t < dims.number_text_tokens][: dims.max_text_tokens]
             prompts.append((features, np.ones((1, frames), dtype=np.int64), ids))
-        files = {name: folder / f"{name}.onnx" for name in PROBED}
+        files = {name: folder / f"{name}.onnx" for name in GreedyProbe.GRAPHS}
         probe = GreedyProbe(files, prompts, GptTables.load(tables), dims)
         probe.reference = probe.codes()
         return probe
@@ -196,8 +188,9 @@ class GreedyProbe:
     def codes(self, swap: dict[str, Path] | None = None) -> list[np.ndarray]:
         """Greedy codes of every prompt: accepted graphs and `swap` (name -> file) replace the fp32 ones."""
         paths = {**self.files, **self.accepted, **(swap or {})}
-        g = {name: _graph(paths[name], name) for name in PROBED}
-        gen = CodeGenerator(g["gpt_decoder"], self.tables, self.dims)
+        g = {name: _graph(paths[name], name) for name in self.GRAPHS}
+        io = DecoderIO(tuple(kv_names("past", self.dims.layers)), tuple(kv_names("present", self.dims.layers)))
+        gen = CodeGenerator(g["gpt_decoder"], self.tables, self.dims, io)  # the exporter's names, by role
         options = SamplingOptions(greedy=True, num_beams=1)
         out = []
         for features, mask, ids in self.prompts:
@@ -209,6 +202,8 @@ class GreedyProbe:
 
     def gate(self, name: str, path: Path) -> q.GateResult:
         """Greedy agreement with the graph at `path` as `name`, plus every graph accepted so far."""
+        if name not in self.GRAPHS:
+            raise ValueError(f"{name}: not on the greedy probe's path ({', '.join(self.GRAPHS)})")
         return q.greedy_gate(self.reference, self.codes({name: path}), graph=name)
 
     def accept(self, name: str, path: Path) -> None:
@@ -219,42 +214,45 @@ class GreedyProbe:
 # --- lowering one graph -----------------------------------------------------------------------------------
 
 
-def convert(spec: GraphSpec, src: Path, dst: Path, precision: str, target: str) -> Path:
-    """The `precision` copy of the fp32 graph `src`, written to `dst` (+ .data)."""
-    if precision == "int8":
+def convert(spec: GraphSpec, src: Path, dst: Path, precision: Precision, target: Target) -> Path:
+    """The `precision` copy of the fp32 graph `src`, written to `dst` (+ .data); refused unless the
+    graph's policy allows that precision."""
+    if precision not in spec.policy.allowed:
+        raise ValueError(f"{spec.name}: {precision} is refused for this graph; it allows "
+                         f"{', '.join(spec.policy.allowed)}")
+    if precision == Precision.INT8:
         return q.quantize_int8(src, dst)
-    keep = list(DECODER_FP32_IO) if spec.name == "gpt_decoder" else True
-    if precision == "fp16":
+    keep = True if spec.policy.fp32_io is None else list(spec.policy.fp32_io)
+    if precision == Precision.FP16:
         return q.convert_fp16(src, dst, keep_io_types=keep)
-    if precision == "int4":
-        if target != "cuda":
+    if precision == Precision.INT4:
+        if target != Target.CUDA:
             return q.quantize_int4(src, dst)
         half = q.convert_fp16(src, dst.with_name(dst.stem + ".fp16.onnx"), keep_io_types=keep)
         return q.quantize_int4(half, dst)  # fp16 activations, 4-bit weights: the CUDA kernel's layout
     raise ValueError(f"no conversion to {precision!r}")
 
 
-def gate(spec: GraphSpec, models: Models, fp32: Path, test: Path, precision: str,
+def gate(spec: GraphSpec, models: Models, fp32: Path, test: Path, precision: Precision,
          probe: GreedyProbe | None) -> list[q.GateResult]:
     """Every gate of `spec` for the converted graph `test`; the greedy probe (graphs on the path to the
-    codes) only runs if the cheaper output comparison passed."""
+    codes: `policy.probed`) only runs if the cheaper output comparison passed."""
     results = q.gate_graph(spec, models, fp32, test, precision)
-    if probe is not None and spec.name in PROBED and all(r.passed for r in results):
+    if probe is not None and spec.policy.probed and all(r.passed for r in results):
         results.append(probe.gate(spec.name, test))
     return results
 
 
-ON_FAIL = ("fallback", "error", "keep")
+def check_on_fail(on_fail: str) -> OnFail:
+    """`on_fail` as an OnFail; ValueError unless it is one (checked before any export work starts)."""
+    try:
+        return OnFail(on_fail)
+    except ValueError:
+        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(OnFail)}") from None
 
 
-def check_on_fail(on_fail: str) -> None:
-    """ValueError unless `on_fail` is one of ON_FAIL (checked before any export work starts)."""
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail={on_fail!r}: use one of {', '.join(ON_FAIL)}")
-
-
-def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: str, target: str,
-          on_fail: str = "fallback", probe: GreedyProbe | None = None,
+def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: Precision | str,
+          target: Target | str, on_fail: OnFail | str = OnFail.FALLBACK, probe: GreedyProbe | None = None,
           progress: Callable[[str], None] = lambda msg: None) -> tuple[Path, Lowering]:
     """Convert and gate `fp32` down its fallback chain -> (the graph to ship, the record).
 
@@ -262,10 +260,10 @@ def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: st
     checked at export). When a gate fails, on_fail says what happens: "fallback" tries the next precision,
     "error" raises PrecisionError (`--strict`), "keep" ships the failed graph anyway with the failure on
     record (`--keep-failed`: for measuring speed on random weights, never for production)."""
-    check_on_fail(on_fail)
-    record = Lowering(requested=requested, chosen="fp32")
-    for precision in candidates(spec.name, requested, target):
-        if precision == "fp32":
+    on_fail, requested, target = check_on_fail(on_fail), Precision(requested), Target(target)
+    record = Lowering(requested=requested, chosen=Precision.FP32)
+    for precision in candidates(spec.policy, requested, target):
+        if precision == Precision.FP32:
             return fp32, record
         dst = convert(spec, fp32, work / precision / fp32.name, precision, target)
         results = gate(spec, models, fp32, dst, precision, probe)
@@ -273,10 +271,10 @@ def lower(spec: GraphSpec, models: Models, fp32: Path, work: Path, requested: st
         record.attempts.append(Attempt(precision, passed, [r.to_dict() for r in results], q.file_size(dst)))
         progress(f"{spec.name} {precision}: " + ", ".join(
             f"{r.metric} {r.value:.4g} ({'ok' if r.passed else 'FAIL'}, limit {r.threshold:g})" for r in results))
-        if passed or on_fail == "keep":
+        if passed or on_fail == OnFail.KEEP:
             record.chosen = precision
             return dst, record
-        if on_fail == "error":
+        if on_fail == OnFail.ERROR:
             raise PrecisionError(f"{spec.name}: {precision} failed its gate "
                                  f"({', '.join(r.metric for r in results if not r.passed)}); "
                                  f"drop --strict to fall back, or ask another --precision")

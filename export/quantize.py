@@ -7,10 +7,11 @@ Three conversions, each on one graph file (`<name>.onnx` + `<name>.onnx.data`) a
     convert_fp16    fp16 weights and compute (CUDA bundles; ~2x slower than fp32 on CPU)
 
 The gates compare a converted graph with its fp32 original in ONNX Runtime on the graph's own parity
-cases (`GraphSpec.cases`) and state a pass/fail per metric. The thresholds are the named constants
-below; each says what it separates. Logit error alone is not enough for the GPT: dynamic INT8 of the
-real GPT had ~1 % logit error yet kept only a quarter of greedy codes (spec/peers.md), so the decoder
-gate also asks for full greedy agreement (`greedy_gate`), computed from codes the caller generated.
+cases (`GraphSpec.cases`) and state a pass/fail per metric. Each graph's gate (metric, threshold, outputs)
+is part of its spec (`GraphSpec.policy.gate`); the thresholds are named constants in `policy.py`, each
+saying what it separates. Logit error alone is not enough for the GPT: dynamic INT8 of the real GPT had
+~1 % logit error yet kept only a quarter of greedy codes (spec/peers.md), so the decoder gate also asks
+for full greedy agreement (`greedy_gate`), computed from codes the caller generated.
 
 Which graph gets which precision, the fallbacks and the manifest record live in `precision.py`.
 """
@@ -26,42 +27,8 @@ import numpy as np
 import onnx
 
 from .graphs import GraphSpec, Models
+from .policy import GREEDY_AGREEMENT_MIN, Precision
 from .verify import cpu_session
-
-# --- thresholds -------------------------------------------------------------------------------------------
-
-# GPT decoder logits, relative L2 vs fp32: dynamic INT8 measured 1.3 % on GPT-shaped random weights, fp16
-# 0.03 %, 4-bit MatMulNBits 8-10 % (ort-notes §3.6, §4.1); 5 % admits INT8/fp16 and rejects 4-bit outright.
-DECODER_LOGIT_REL_L2_MAX = 0.05
-# 4-bit weights: 8-15 % logit error is their nature (ort-notes §4.1; tiny random GPT 15 %), so the logit bound
-# only catches a broken graph and greedy agreement decides.
-DECODER_LOGIT_REL_L2_MAX_INT4 = 0.25
-# Greedy codes: the converted decoder must reproduce every reference code (first divergence at the end).
-# Anything less changes the utterance; INT8 on real weights kept only 26 % (peers.md) at 1 % logit error.
-GREEDY_AGREEMENT_MIN = 1.0
-# DiT velocity / BigVGAN waveform SNR vs fp32: fp16 BigVGAN measured 40.9 dB, every INT8 variant <= 18 dB
-# (ort-notes §4.2); 30 dB sits between them with ~10 dB margin on either side.
-ACOUSTIC_SNR_MIN_DB = 30.0
-# Encoder embeddings (speaker/emotion/semantic): cosine per batch row. fp16 is ~1 - 1e-6; INT8 encoders
-# flipped greedy decoding downstream (peers.md), so only near-identity passes.
-ENCODER_COSINE_MIN = 0.999
-
-# graph name -> (metric, threshold, outputs it applies to; empty = every float output)
-GATES: dict[str, tuple[str, float, tuple[str, ...]]] = {
-    "gpt_decoder": ("rel_l2", DECODER_LOGIT_REL_L2_MAX, ("logits",)),
-    "gpt_speaker_conditioning": ("cosine", ENCODER_COSINE_MIN, ()),
-    "gpt_emotion_vector": ("cosine", ENCODER_COSINE_MIN, ()),
-    "semantic_encoder": ("cosine", ENCODER_COSINE_MIN, ()),
-    "semantic_codec": ("cosine", ENCODER_COSINE_MIN, ("quantized",)),
-    "campplus": ("cosine", ENCODER_COSINE_MIN, ()),
-    "length_regulator": ("snr_db", ACOUSTIC_SNR_MIN_DB, ()),
-    "latent_projector": ("snr_db", ACOUSTIC_SNR_MIN_DB, ()),
-    "dit": ("snr_db", ACOUSTIC_SNR_MIN_DB, ()),
-    "bigvgan": ("snr_db", ACOUSTIC_SNR_MIN_DB, ()),
-}
-
-# Graphs that must never be INT8 (ort-notes §4.2: SnakeBeta stacks fall to 14-18 dB whatever the scheme).
-NEVER_INT8 = frozenset({"bigvgan"})
 
 _TINY = 1e-30
 
@@ -101,8 +68,6 @@ def quantize_int8(src: Path, dst: Path, exclude_nodes: Iterable[str] = ()) -> Pa
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
-    if src.stem in NEVER_INT8:
-        raise ValueError(f"{src.name}: INT8 is refused for this graph (vocoder SNR <= 18 dB, ort-notes §4.2)")
     _clear(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(_load(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
@@ -122,8 +87,6 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     src, dst = Path(src), Path(dst)
-    if src.stem in NEVER_INT8:
-        raise ValueError(f"{src.name}: 4-bit weights are refused for this graph (see NEVER_INT8)")
     quantizer = MatMulNBitsQuantizer(_load(src), bits=4, block_size=block_size, is_symmetric=True,
                                      accuracy_level=accuracy_level, nodes_to_exclude=list(exclude_nodes),
                                      op_types_to_quantize=("MatMul",))
@@ -315,12 +278,14 @@ def compare_graph(spec: GraphSpec, models: Models, fp32_path: Path | None, test_
 
 
 def gate_graph(spec: GraphSpec, models: Models, fp32_path: Path | None, test_path: Path,
-               precision: str = "") -> list[GateResult]:
-    """The `GATES` entry of `spec` applied to a converted graph: one GateResult per gated output
-    (reference: the fp32 graph, or the torch module when `fp32_path` is None)."""
-    metric, threshold, outputs = GATES[spec.name]
-    if spec.name == "gpt_decoder" and precision == "int4":
-        threshold = DECODER_LOGIT_REL_L2_MAX_INT4
-    values = compare_graph(spec, models, fp32_path, test_path, metric)
-    chosen = outputs or tuple(values)
-    return [gate(spec.name, f"{metric}:{name}", values[name], threshold) for name in chosen]
+               precision: Precision | None = None) -> list[GateResult]:
+    """The gate of `spec.policy` applied to a converted graph of `precision` (which may have its own
+    threshold): one GateResult per gated output (reference: the fp32 graph, or the torch module when
+    `fp32_path` is None)."""
+    rule = spec.policy.gate
+    if rule is None:
+        raise ValueError(f"{spec.name}: no precision gate, this graph ships in fp32 only")
+    threshold = rule.threshold_for(precision)
+    values = compare_graph(spec, models, fp32_path, test_path, rule.metric)
+    chosen = rule.outputs or tuple(values)
+    return [gate(spec.name, f"{rule.metric}:{name}", values[name], threshold) for name in chosen]

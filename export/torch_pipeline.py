@@ -1,4 +1,4 @@
-"""The torch reference pipeline of `indextts2-onnx bench`: eager fp32 torch modules doing the runtime's work.
+"""The torch reference pipeline: eager fp32 torch modules doing the runtime's work, stage by stage.
 
 Built only from our torch modules, loaded strictly from the checkpoint folder (`load_models`), on "cpu" or
 "cuda". What is not a neural network is shared with the runtime, so that both sides do identical work and
@@ -6,27 +6,25 @@ only the execution of the networks differs: the numpy audio front end (resampler
 Kaldi fbank, log-mel with the Slaney bank computed from config.yaml), the tokenizer (the checkpoint's
 bpe.model) and the numpy sampler (`make_decoder`: the same algorithm, and its cost is small).
 
-    text_s          Tokenizer.segments -> one segment's ids
-    prompt_s        front end; w2v-BERT (speaker and emotion paths), codec quantize, CAMPPlus,
-                    length regulator to the prompt's mel frames
-    conditioning_s  speaker latent, emotion vector (the speaker is its own emotion prompt), decode prefix
-    decode_s        UnifiedVoice.decode WITH a KV cache: one-row prefill, past tiled to the beams, rows
-                    reordered by `Step.source_rows` (index_select) each step, the k-th code fed at mel
-                    position k+1; the stop token's raw logit is -inf for the first `min_codes` steps
-    latent_s        export.reference.latent (upstream's second pass)
-    mel_s           vq2emb + gpt_layer, length regulator to int(N * 1.72) frames, cfm_reference from
-                    numpy `default_rng(noise_seed)` noise over prompt + target frames, prompt cut off
-    vocoder_s       BigVGAN
+    ref.tokenizer     Tokenizer.segments: the text's BPE ids per segment
+    prepare_speaker   front end; w2v-BERT (speaker and emotion paths), codec quantize, CAMPPlus,
+                      length regulator to the prompt's mel frames
+    emotion_vector    the speaker's own emotion vector (the speaker is its own emotion prompt, alpha 1)
+    conditioning      speaker latent, decode prefix
+    generate_codes    UnifiedVoice.decode WITH a KV cache: one-row prefill, past tiled to the beams, rows
+                      reordered by `Step.source_rows` (index_select) each step, the k-th code fed at mel
+                      position k+1; the stop token's raw logit is -inf for the first `min_codes` steps
+    export.reference.latent   upstream's second pass
+    decode_mel        vq2emb + gpt_layer, length regulator to int(N * 1.72) frames, cfm_reference from
+                      numpy `cfm_noise(seed)` noise over prompt + target frames, prompt cut off
+    vocode            BigVGAN
 
-As a bench worker (started by `indextts2-onnx bench`, prints one JSON object):
-
-    python -m indextts2_onnx.export.torch_pipeline --job JSON
+The benchmark's torch worker (`indextts2_onnx.bench.torch_worker`) times these stages; nothing here
+knows about the benchmark.
 """
 
 from __future__ import annotations
 
-import platform
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -36,8 +34,6 @@ from torch import nn
 
 from ..runtime.audio import (emotion_waveform, kaldi_fbank, load_audio, log_mel, require_voice, seamless_features,
                              speaker_waveforms)
-from ..runtime.bench import (Job, Output, Stopwatch, Workload, check_codes, measure, one_segment, peak_rss_mib,
-                             worker_main)
 from ..runtime.gpt import ban_early_stop
 from ..runtime.s2mel import cfm_noise, target_frames
 from ..runtime.sampling import SamplingOptions, make_decoder
@@ -131,10 +127,16 @@ def prepare_speaker(ref: TorchReference, voice: str | Path) -> TorchSpeaker:
 
 
 @torch.no_grad()
-def conditioning(gpt: UnifiedVoice, spk: TorchSpeaker, text_ids: list[int]) -> Conditioning:
-    """Speaker latent, the speaker's own emotion vector (alpha 1) and the decode prefix of `text_ids`."""
+def emotion_vector(gpt: UnifiedVoice, spk: TorchSpeaker) -> torch.Tensor:
+    """The speaker's own emotion vector (1, d): the speaker is its own emotion prompt, alpha 1 (as
+    `IndexTTS2.emotion_vector(spk)`, which the runtime's `Metrics.prompt_s` times with the speaker)."""
+    return gpt.emotion_vector(spk.emotion_semantic)
+
+
+@torch.no_grad()
+def conditioning(gpt: UnifiedVoice, spk: TorchSpeaker, emovec: torch.Tensor, text_ids: list[int]) -> Conditioning:
+    """Speaker latent and the decode prefix of `text_ids` under the emotion vector `emovec` (1, d)."""
     speaker_latent = gpt.speaker_latent(spk.semantic)
-    emovec = gpt.emotion_vector(spk.emotion_semantic)
     prefill, fake_ids = reference.decode_prefix(gpt, speaker_latent, emovec, text_ids)
     return Conditioning(speaker_latent, emovec, prefill, fake_ids)
 
@@ -173,71 +175,20 @@ def generate_codes(gpt: UnifiedVoice, cond: Conditioning, options: SamplingOptio
 
 @torch.no_grad()
 def decode_mel(ref: TorchReference, codes: np.ndarray, latent: torch.Tensor, spk: TorchSpeaker, steps: int,
-               cfg_rate: float, noise_seed: int) -> torch.Tensor:
-    """Mel frames (1, n_mels, int(N * 1.72)): the s2mel stage with the runtime's noise draw for `noise_seed`."""
+               cfg_rate: float, seed: int) -> torch.Tensor:
+    """Mel frames (1, n_mels, int(N * 1.72)): the s2mel stage with the runtime's noise draw for `seed`."""
     m = ref.models
     content = m.codec.vq2emb(ref.tensor(codes)[None]) + m.gpt_layer(latent)  # (1, N, semantic_dim)
     frames = target_frames(codes.shape[0])
     cond = m.length_regulator(content, torch.tensor(frames, device=ref.device))  # (1, frames, C)
     mu = torch.cat([spk.prompt_condition, cond], dim=1)  # (1, F + frames, C)
-    noise = cfm_noise(noise_seed, spk.ref_mel.shape[1], mu.shape[1])  # as decode_mel(seed=)
+    noise = cfm_noise(seed, spk.ref_mel.shape[1], mu.shape[1])  # as IndexTTS2.decode_mel(seed=)
     x_lens = torch.tensor([mu.shape[1]], device=ref.device)
     mel = cfm_reference(m.dit, mu, x_lens, spk.ref_mel, spk.style, ref.tensor(noise), steps, cfg_rate)
     return mel[..., spk.ref_mel.shape[2]:]
 
 
-def synthesize(ref: TorchReference, voice: str | Path, w: Workload) -> Output:
-    """Voice file + text -> (waveform float32 (samples,), codes int64 (N,), stage seconds incl. total_s).
-
-    The same stages, arguments and seeds as the runtime side (`runtime.bench.synthesize`); tensors are
-    created on the reference's device (`torch.device` context) so the modules' own factories land there."""
-    gpt = ref.models.gpt
-    clock = Stopwatch(ref.sync)
-    with torch.no_grad(), ref.device:
-        ids = one_segment(ref.tokenizer.segments(w.text), w.text)
-        clock.lap("text_s")
-        spk = prepare_speaker(ref, voice)
-        clock.lap("prompt_s")
-        cond = conditioning(gpt, spk, ids)
-        clock.lap("conditioning_s")
-        codes = generate_codes(gpt, cond, w.sampling(), w.codes, np.random.default_rng(w.seed), min_codes=w.codes)
-        clock.lap("decode_s")
-        latent = reference.latent(gpt, cond.speaker_latent, cond.emovec, ids, codes.tolist())
-        clock.lap("latent_s")
-        check_codes(codes, ref.models.cfg.semantic_codec.codebook_size)
-        mel = decode_mel(ref, codes, latent, spk, w.steps, w.cfg_rate, w.noise_seed)
-        clock.lap("mel_s")
-        wav = ref.models.bigvgan(mel)[0, 0].float().cpu().numpy()
-        clock.lap("vocoder_s")
-    return wav, codes, clock.timings()
-
-
-def checkpoint_size_mib(paths: CheckpointPaths) -> float:
-    """Bytes on disk of every file the reference reads (folders summed), in MiB."""
-    total = 0
-    for f in fields(paths):
-        p = getattr(paths, f.name)
-        if f.name == "root":
-            continue
-        files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else []
-        total += sum(q.stat().st_size for q in files)
-    return total / 2**20
-
-
-def torch_worker(job: Job) -> dict:
-    """Bench the torch reference in this process -> its report (the bench's reference row)."""
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    ref, report = measure(job, lambda: TorchReference.load(job.path, job.device), synthesize,
-                          lambda r: r.sample_rate)
-    cuda = ref.device.type == "cuda"
-    return {**report, "size_mib": checkpoint_size_mib(ref.paths),
-            "precision": {f.name: "fp32" for f in fields(ref.models) if f.name != "cfg"},
-            "providers": [f"torch eager {ref.device.type}"], "peak_rss_mib": peak_rss_mib(),
-            "peak_gpu_mib": torch.cuda.max_memory_allocated(ref.device) / 2**20 if cuda else None,
-            "gpu": torch.cuda.get_device_name(ref.device) if cuda else None,
-            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(worker=torch_worker))
+@torch.no_grad()
+def vocode(ref: TorchReference, mel: torch.Tensor) -> np.ndarray:
+    """BigVGAN: mel (1, n_mels, T) -> float32 waveform (hop_length * T,) as a numpy array."""
+    return ref.models.bigvgan(mel)[0, 0].float().cpu().numpy()

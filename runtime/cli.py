@@ -229,8 +229,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    """Each bundle and the torch reference (unless --no-torch), the same work, one child process each."""
-    from .bench import TORCH, Variant, Workload, parse_bundle, run_bench, write_reports
+    """Each bundle and the torch reference (unless --no-torch), the same work, one child process each. The
+    benchmark is its own package (`indextts2_onnx.bench`), imported only here: the runtime needs none of it."""
+    from indextts2_onnx.bench import TORCH, Variant, Workload, parse_bundle, run_bench, write_reports
 
     variants = [parse_bundle(b) for b in args.bundle]
     if not args.no_torch:
@@ -340,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--text", default=None, help="the text to speak; must be one segment (default: an English sentence)")
     b.add_argument("--voice", type=Path, default=None, metavar="AUDIO", help="voice prompt (default: a synthetic one)")
     b.add_argument("--voice-seconds", type=float, default=10.0, help="length of the synthetic prompt (default 10)")
-    b.add_argument("--seed", type=int, default=0, help="code sampler seed")
+    b.add_argument("--seed", type=int, default=0, help="the call's seed: codes and CFM noise, as synth's (default 0)")
     b.add_argument("--json", type=Path, required=True, metavar="OUT.json")
     b.add_argument("--markdown", type=Path, default=None, metavar="OUT.md")
     b.set_defaults(run=_bench)

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .kv_cache import KVCache
+from .kv_cache import DecoderIO, KVCache, decoder_io
 from .manifest import GPTDims
 from .sampling import SamplingOptions, make_decoder
 from .sessions import Graph
@@ -53,9 +53,18 @@ class GptTables:
 
 @dataclass
 class CodeGenerator:
+    """The decode loop over the decoder graph, which it addresses by role (`io`): embeddings and the past
+    cache in, logits, hidden states and presents out. `io` defaults to the names the decoder's manifest
+    entry declares (`kv_cache.decoder_io`; a graph opened without one has the legacy names)."""
+
     decoder: Graph
     tables: GptTables
     dims: GPTDims
+    io: DecoderIO | None = None
+
+    def __post_init__(self):
+        if self.io is None:
+            self.io = decoder_io(getattr(self.decoder, "entry", None), self.dims)
 
     def prefix(self, speaker_latent: np.ndarray, emovec: np.ndarray) -> np.ndarray:
         """(1, 32, d) speaker latents and (1, d) emotion vector -> the (1, 34, d) conditioning rows."""
@@ -77,13 +86,19 @@ class CodeGenerator:
         t = self.tables
         return t.mel_embedding[codes] + t.mel_pos_embedding[positions]  # (..., d)
 
-    def _run(self, x: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        out = self.decoder.run({"inputs_embeds": np.ascontiguousarray(x, dtype=np.float32), **cache.feeds()})
-        return out[0], out[1], out[2:]
+    def step(self, x: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """One decoder call: embeddings x (rows, seq, d) at the positions after the cache's ->
+        logits (rows, V) at the last position, final-normed hidden states (rows, seq, d) and the presents
+        (the cache extended by seq positions, in the cache's order). The cache is left as it is:
+        `cache.update(presents)` makes them the next call's past."""
+        io = self.io
+        feeds = {io.embeds: np.ascontiguousarray(x, dtype=np.float32), **cache.feeds()}
+        out = dict(zip(self.decoder.outputs, self.decoder.run(feeds)))
+        return out[io.logits], out[io.hidden], [out[name] for name in io.present]
 
-    def _empty_cache(self, rows: int) -> KVCache:
-        """An empty cache in the dtype the decoder keeps it in (fp16 in fp16 bundles)."""
-        d, names = self.dims, self.decoder.inputs[1:]
+    def empty_cache(self, rows: int) -> KVCache:
+        """An empty cache of `rows` rows in the dtype the decoder keeps it in (fp16 in fp16 bundles)."""
+        d, names = self.dims, self.io.past
         return KVCache.empty(names, rows, d.heads, d.head_dim, dtype=self.decoder.input_dtype(names[0]))
 
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
@@ -116,8 +131,8 @@ class CodeGenerator:
         decoder = make_decoder(options, prompt_ids=fake_ids, eos_id=d.stop_mel_token,
                                max_new_tokens=max_codes, rng=rng)
         # Prefill once with one row; every beam starts from the same prefix, so the cache is tiled.
-        cache = self._empty_cache(1)
-        logits, _, presents = self._run(x, cache)
+        cache = self.empty_cache(1)
+        logits, _, presents = self.step(x, cache)
         cache.update(presents)
         cache.reorder(np.zeros(decoder.rows, dtype=np.int64))
         logits = np.repeat(logits, decoder.rows, axis=0)
@@ -134,7 +149,7 @@ class CodeGenerator:
                 break
             cache.reorder(step.source_rows)
             positions = np.full(step.tokens.shape, k + 1)
-            logits, _, presents = self._run(self._mel(step.tokens, positions)[:, None, :], cache)
+            logits, _, presents = self.step(self._mel(step.tokens, positions)[:, None, :], cache)
             cache.update(presents)
         codes = np.asarray(decoder.finalize(), dtype=np.int64)
         stops = np.flatnonzero(codes == d.stop_mel_token)
@@ -150,7 +165,7 @@ class CodeGenerator:
         mel_ids = np.concatenate([[d.start_mel_token], codes, [d.stop_mel_token]]).astype(np.int64)
         mel = self._mel(mel_ids, np.arange(mel_ids.shape[0]))[None]  # (1, N+2, d)
         x = np.concatenate([prefix, self._text(list(text_ids)), mel], axis=1)
-        _, hidden, _ = self._run(x, self._empty_cache(1))
+        _, hidden, _ = self.step(x, self.empty_cache(1))
         n = mel_ids.shape[0]
         return np.ascontiguousarray(hidden[:, -n:-2])
 
@@ -161,8 +176,8 @@ class CodeGenerator:
         token for i = 0), so the rows for codes[:k] never depend on later codes or on the stop token;
         the concatenated `extend` outputs equal `latent(prefix, text_ids, codes)` up to float rounding."""
         x = self._up_to_start(prefix, list(text_ids))  # the first rows of latent()'s input
-        cache = self._empty_cache(1)
-        _, hidden, presents = self._run(x, cache)
+        cache = self.empty_cache(1)
+        _, hidden, presents = self.step(x, cache)
         cache.update(presents)
         return LatentStream(self, cache, np.ascontiguousarray(hidden[:, -1:]), 1)
 
@@ -187,7 +202,7 @@ class LatentStream:
             return self.pending[:, :0].astype(np.float32)
         g = self.generator
         x = g._mel(codes, np.arange(self.position, self.position + n))[None]  # (1, n, d)
-        _, hidden, presents = g._run(x, self.cache)  # hidden (1, n, d): row j predicts code j + 1
+        _, hidden, presents = g.step(x, self.cache)  # hidden (1, n, d): row j predicts code j + 1
         self.cache.update(presents)
         rows = np.concatenate([self.pending, hidden[:, :-1]], axis=1).astype(np.float32)  # (1, n, d)
         self.pending = np.ascontiguousarray(hidden[:, -1:])

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 import threading
 import zipfile
@@ -27,6 +28,7 @@ from .audio import MEL_NFFT
 from .conditioning import EmotionMatrices
 from .errors import BundleError
 from .gpt import GptTables
+from .kv_cache import LEGACY_KV_CACHE, decoder_io
 from .manifest import (MANIFEST, REFETCH, Manifest, bundle_path, check_relative, checksum_error,
                        hash_workers, verify_checksums)
 from .sessions import Graph
@@ -245,20 +247,40 @@ def check_vocab(path: Path, tokenizer: Tokenizer, manifest: Manifest) -> None:
 
 
 def check_decoder(bundle: Path, graph: Graph, manifest: Manifest) -> None:
-    """gpt_decoder's declared inputs: inputs_embeds (batch, seq, model_dim) and 2 * layers KV caches
-    (batch, heads, past_seq, head_dim); only the fixed axes are compared."""
-    d = manifest.gpt
-    path = bundle / manifest.graphs[graph.name].file
-    if len(graph.inputs) != 1 + 2 * d.layers:
-        raise BundleError(f"{path}: {len(graph.inputs) - 1} KV-cache inputs, gpt.layers {d.layers} needs "
-                          f"{2 * d.layers}", MISMATCH)
-    for arg in graph.session.get_inputs():
-        want = (None, None, d.model_dim) if arg.name == graph.inputs[0] else (None, d.heads, None, d.head_dim)
-        fixed = [(g, w) for g, w in zip(arg.shape, want) if isinstance(g, int) and w is not None]
-        if len(arg.shape) != len(want) or any(g != w for g, w in fixed):
-            raise BundleError(f"{path}: input {arg.name} has shape {arg.shape}, the manifest's gpt dims need "
-                              f"{['*' if w is None else w for w in want]}",
-                              MISMATCH)
+    """gpt_decoder's inputs and outputs by role (kv_cache.decoder_io): the embeddings input
+    (batch, seq, model_dim) and a past key and value per layer (batch, heads, past_seq, head_dim), no input
+    without a role, and logits, hidden states and every present among the outputs. Only the fixed axes of
+    the declared shapes are compared."""
+    d, entry = manifest.gpt, manifest.graphs[graph.name]
+    path, io = bundle / entry.file, decoder_io(entry, d)
+    key = f'graphs["{graph.name}"].kv_cache'
+    declared = (f"{key} {json.dumps(entry.kv_cache)}" if entry.kv_cache else
+                f"no {key}: the legacy names {json.dumps(LEGACY_KV_CACHE)}")
+    names = io.past + io.present
+    if len(set(names)) != len(names):
+        raise BundleError(f"{bundle / MANIFEST}: {declared} gives two cache tensors the same name for gpt.layers "
+                          f"{d.layers}", MISMATCH)
+    want = {io.embeds: ("the embeddings", (None, None, d.model_dim))}
+    want |= {name: (f"the past {io.role(i)}", (None, d.heads, None, d.head_dim)) for i, name in enumerate(io.past)}
+    shapes = {arg.name: arg.shape for arg in graph.session.get_inputs()}
+    for name, (role, shape) in want.items():
+        if name not in shapes:
+            raise BundleError(f"{path}: no input {name} ({role}; gpt.layers {d.layers}, {declared})", MISMATCH)
+        got = shapes[name]
+        fixed = [(g, w) for g, w in zip(got, shape) if isinstance(g, int) and w is not None]
+        if len(got) != len(shape) or any(g != w for g, w in fixed):
+            raise BundleError(f"{path}: input {name} has shape {got}, the manifest's gpt dims need "
+                              f"{['*' if w is None else w for w in shape]}", MISMATCH)
+    extra = [name for name in shapes if name not in want]
+    if extra:
+        raise BundleError(f"{path}: input {extra[0]} is neither the embeddings nor a past of the gpt.layers "
+                          f"{d.layers} the manifest declares ({declared})", MISMATCH)
+    outputs = {io.logits: "the logits", io.hidden: "the hidden states"}
+    outputs |= {name: f"the present {io.role(i)}" for i, name in enumerate(io.present)}
+    missing = [name for name in outputs if name not in graph.outputs]
+    if missing:
+        raise BundleError(f"{path}: no output {missing[0]} ({outputs[missing[0]]}; gpt.layers {d.layers}, "
+                          f"{declared})", MISMATCH)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 from .errors import BundleError
+from .kv_cache import KV_CACHE_RULE, is_kv_cache
 
-FORMAT_VERSION = "1.1"  # 1.1: target, per-graph precision gates
+FORMAT_VERSION = "1.2"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns
 MANIFEST = "manifest.json"
 TABLE_ROLES = ("gpt_tables", "emotion_matrix", "speaker_matrix", "tokenizer", "mel_filterbank")
 
@@ -79,7 +80,9 @@ class GraphEntry:
 
     `parity` is the fp32 export's check against torch; `gate` is how a lower precision earned its place:
     the precision asked for, the one shipped and every attempt's gate results with their thresholds
-    (empty for an fp32 graph nobody asked to lower)."""
+    (empty for an fp32 graph nobody asked to lower). `kv_cache` declares which inputs and outputs hold a
+    KV cache, by name pattern (runtime.kv_cache); empty for graphs without one, and for gpt_decoder in
+    bundles written before the field existed (format 1.1), whose names are kv_cache.LEGACY_KV_CACHE's."""
 
     file: str
     inputs: list[str]
@@ -89,6 +92,7 @@ class GraphEntry:
     device: str = field(default="any", metadata=_DEVICE)  # the device this precision is meant for
     parity: dict = field(default_factory=dict)  # the export-time check: atol, max_abs_diff, cases
     gate: dict = field(default_factory=dict)  # requested, chosen, attempts [{precision, passed, results, size}]
+    kv_cache: dict[str, str] = field(default_factory=dict, metadata=_rule(is_kv_cache, KV_CACHE_RULE))
 
 
 @dataclass(frozen=True)

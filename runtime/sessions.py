@@ -44,12 +44,14 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 @dataclass
 class Graph:
-    """One loaded graph with the I/O names the manifest declares."""
+    """One loaded graph with the I/O names the manifest declares, and its manifest entry (None for a graph
+    opened without a manifest), so that callers can find its inputs and outputs by role."""
 
     name: str
     session: ort.InferenceSession
     inputs: list[str]
     outputs: list[str]
+    entry: GraphEntry | None = None
 
     def __post_init__(self):
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}  # "tensor(float16)", ...
@@ -67,7 +69,7 @@ class Graph:
         if names_in != entry.inputs or names_out != entry.outputs:
             raise BundleError(f"{path}: graph I/O does not match the manifest", "re-export the bundle")
         _LOG.debug("%s on %s", name, sess.get_providers())
-        return Graph(name, sess, names_in, names_out)
+        return Graph(name, sess, names_in, names_out, entry)
 
     def input_dtype(self, name: str) -> np.dtype:
         """numpy dtype the graph declares for input `name` (float16 in fp16 graphs that take fp16)."""

@@ -1,11 +1,13 @@
 """`indextts2-onnx bench`: the torch reference does the runtime's work, and the command reports it.
 
-* The torch reference pipeline (`export/torch_pipeline.py`) with greedy decoding reproduces the runtime
-  side of the bench (`runtime.bench.synthesize`): the same codes and the same waveform, so the bench
-  compares the same work. With beam sampling and a fixed seed, both make exactly the asked-for codes.
+* The bench's torch worker (`bench/torch_worker.py`, over `export/torch_pipeline.py`) with greedy decoding
+  reproduces its runtime worker (`bench/runtime_worker.py`: one public `IndexTTS2.synthesize` call) from
+  the same seed: as many codes, the same waveform, the same stages, so the bench compares the same work.
+  With beam sampling and a fixed seed, both make exactly the asked-for codes.
 * The CLI runs the torch reference and a bundle, each in a child process, and writes a JSON report whose
   ratios are the reported torch numbers over the variant's, and a markdown table naming the variants.
 * `bench --no-torch` runs with torch made unimportable in every process (orchestrator and worker).
+* The runtime imports nothing of the bench package.
 
 Tiny sizes only, and one intra-op thread (the test machine is small and shared); nothing asserts on a
 timing, only that timings exist and are consistent.
@@ -22,12 +24,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from indextts2_onnx.runtime import IndexTTS2
+from indextts2_onnx.bench import STAGES, TIME_METRICS, VOICE_SR, Workload
+from indextts2_onnx.bench.runtime_worker import stage_seconds, synthesize
+from indextts2_onnx.runtime import IndexTTS2, Metrics
 from indextts2_onnx.runtime.audio import synthetic_voice, write_wav
-from indextts2_onnx.runtime.bench import STAGES, TIME_METRICS, VOICE_SR, Workload, synthesize
 from indextts2_onnx.runtime.cli import main
-
-torch = pytest.importorskip("torch")
 
 CODES = 24  # fixed: the stop token is banned until then
 STEPS = 4
@@ -42,45 +43,59 @@ def voice(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sides(tiny_checkpoint, tiny_bundle, one_thread):
+    pytest.importorskip("torch")
     from indextts2_onnx.export.torch_pipeline import TorchReference
 
     return TorchReference.load(tiny_checkpoint), IndexTTS2(tiny_bundle, threads=1)
 
 
 def test_torch_reference_reproduces_the_runtime(sides, voice):
-    """Greedy (argmax after the repetition penalty) with the same noise seed: the only randomness left is the
-    CFM noise, drawn by both sides from default_rng(noise_seed).
+    """Greedy (argmax after the repetition penalty) from one seed: the only randomness left is the CFM
+    noise, which both sides draw from the noise seed `segment_seeds` derives from `Workload.seed` (the
+    runtime inside `synthesize`, the torch worker itself): another noise would move the waveform far
+    beyond the tolerance.
 
-    Codes must be identical: fp32 ONNX and torch logits differ by ~1e-6 and this fixed case (seed-0 tiny
-    weights, this voice and text) has no step whose top two penalised scores are that close. The waveform
-    may differ by the fp32 noise of every stage carried through 4 Euler steps of the DiT with CFG and the
-    vocoder: atol 1e-3 on samples in [-1, 1] (observed ~2e-4), the end-to-end test's tolerance."""
-    from indextts2_onnx.export.torch_pipeline import synthesize as torch_synthesize
+    Codes must agree: fp32 ONNX and torch logits differ by ~1e-6 and this fixed case (seed-0 tiny weights,
+    this voice and text) has no step whose top two penalised scores are that close; a different code would
+    change the waveform. The waveform may differ by the fp32 noise of every stage carried through 4 Euler
+    steps of the DiT with CFG and the vocoder: atol 1e-3 on samples in [-1, 1], the end-to-end test's
+    tolerance."""
+    from indextts2_onnx.bench.torch_worker import synthesize as torch_synthesize
 
     ref, tts = sides
-    work = Workload(codes=CODES, steps=STEPS, greedy=True, noise_seed=1234)
+    work = Workload(codes=CODES, steps=STEPS, greedy=True, seed=1234)
     wav, codes, timings = synthesize(tts, voice, work)
     t_wav, t_codes, t_timings = torch_synthesize(ref, voice, work)
-    assert codes.shape == (CODES,) and codes.dtype == np.int64
-    assert t_codes.tolist() == codes.tolist()
+    assert codes == t_codes == CODES
     assert t_wav.shape == wav.shape == (256 * int(CODES * 1.72),)
     np.testing.assert_allclose(t_wav, wav, atol=1e-3)
     for t in (timings, t_timings):  # the same contiguous stages on both sides, summing to the total
         assert set(t) == {*STAGES, "total_s"}
+        assert all(t[s] >= 0 for s in STAGES), t
         assert sum(t[s] for s in STAGES) == pytest.approx(t["total_s"], rel=1e-9)
 
 
 def test_beam_sampling_makes_exactly_the_fixed_number_of_codes(sides, voice):
-    ref, tts = sides
-    from indextts2_onnx.export.torch_pipeline import synthesize as torch_synthesize
+    """Beams with the stop token banned: exactly CODES codes on both sides (a code the codec cannot embed
+    would be an error on both: check_codebook)."""
+    from indextts2_onnx.bench.torch_worker import synthesize as torch_synthesize
 
+    ref, tts = sides
     work = Workload(codes=CODES, steps=1, beams=3, seed=7)
-    for codes in (synthesize(tts, voice, work)[1], torch_synthesize(ref, voice, work)[1]):
-        assert codes.shape == (CODES,)
-        assert 0 <= codes.min() and codes.max() < tts.manifest.acoustic.codebook_size  # no stop token
+    assert synthesize(tts, voice, work)[1] == torch_synthesize(ref, voice, work)[1] == CODES
+
+
+def test_runtime_stages_are_the_metrics_and_the_rest_is_text():
+    m = Metrics(prompt_s=0.5, conditioning_s=0.25, decode_s=2.0, latent_s=0.125, mel_s=1.0, vocoder_s=0.5,
+                total_s=4.0, codes=10)
+    t = stage_seconds(m, 4.5)
+    assert list(t) == [*STAGES, "total_s"]
+    assert t["text_s"] == 4.5 - 4.375 and t["total_s"] == 4.5
+    assert all(t[s] == getattr(m, s) for s in STAGES[1:])
 
 
 def test_cli_bench_writes_json_and_markdown(tiny_checkpoint, tiny_bundle, tmp_path, capsys):
+    pytest.importorskip("torch")
     out, md = tmp_path / "bench.json", tmp_path / "bench.md"
     rc = main(["bench", "--checkpoint", str(tiny_checkpoint), "--bundle", f"fp32={tiny_bundle}", "--codes", "8",
                "--steps", "2", "--beams", "2", "--repeats", "1", "--threads", "1", "--voice-seconds", "3",
@@ -135,3 +150,24 @@ def test_bench_without_torch(tiny_bundle, tmp_path):
     assert run.returncode == 0, run.stderr
     (row,) = json.loads(out.read_text())["variants"]
     assert row["variant"] == tiny_bundle.name and row["vs_torch"] is None and row["median"]["codes"] == 4
+
+
+def test_runtime_imports_nothing_of_the_bench():
+    """Every runtime module, and the CLI's parser on a bench command line, load no module of the bench
+    package: only running `bench` imports it."""
+    script = textwrap.dedent("""
+        import importlib, json, pkgutil, sys
+        import indextts2_onnx.runtime as runtime
+        names = [m.name for m in pkgutil.iter_modules(runtime.__path__)]
+        for name in names:
+            importlib.import_module(f"indextts2_onnx.runtime.{name}")
+        from indextts2_onnx.runtime.cli import build_parser
+        build_parser().parse_args(["bench", "--no-torch", "--bundle", "b", "--json", "out.json"])
+        bench = sorted(m for m in sys.modules if m.split(".")[:2] == ["indextts2_onnx", "bench"])
+        print(json.dumps({"runtime": names, "bench": bench}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout)
+    assert {"pipeline", "cli", "options", "results"} <= set(loaded["runtime"])  # the walk found the modules
+    assert loaded["bench"] == []

@@ -1,4 +1,5 @@
-"""Packaging: the wheel holds only the indextts2_onnx namespace, and the extras keep ORT builds apart."""
+"""Packaging: the wheel holds only the indextts2_onnx namespace (export, runtime and, from tools/, the
+benchmark package), and the extras keep ORT builds apart."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def test_wheel_installs_only_the_namespace(wheel):
                    "export/modules/gpt.py", "export/bundle.py"):
         assert f"indextts2_onnx/{module}" in names
     assert not any(n.startswith("indextts2_onnx/tests") or "/tools/" in n for n in names)
+    # the namespace holds the three packages; of tools/, only the benchmark package (as indextts2_onnx.bench)
+    assert {n.split("/")[1] for n in names if n.startswith("indextts2_onnx/")} == {"export", "runtime", "bench"}
+    bench = {n for n in names if n.startswith("indextts2_onnx/bench/")}
+    assert bench == {f"indextts2_onnx/bench/{p.name}" for p in (REPO / "tools" / "bench").glob("*.py")}
+    assert {"indextts2_onnx/bench/__init__.py", "indextts2_onnx/bench/runtime_worker.py"} <= bench
+    # every module has its source in the tree (an in-tree build/ keeps copies of deleted modules: remove it)
+    source = {"export": "export", "runtime": "runtime", "bench": "tools/bench"}
+    stale = [n for n in names if n.endswith(".py") and n.startswith("indextts2_onnx/")
+             and not (REPO / source[n.split("/")[1]] / n.split("/", 2)[2]).is_file()]
+    assert not stale, f"modules without a source file: {stale}"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "indextts2-onnx = indextts2_onnx.runtime.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

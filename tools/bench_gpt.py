@@ -21,8 +21,9 @@ import torch
 
 from indextts2_onnx.export.checkpoint import CheckpointPaths, load_gpt
 from indextts2_onnx.export.config import load_config
-from indextts2_onnx.runtime.kv_cache import KVCache
-from indextts2_onnx.runtime.pipeline import IndexTTS2
+from indextts2_onnx.runtime.gpt import CodeGenerator
+from indextts2_onnx.runtime.kv_cache import decoder_io
+from indextts2_onnx.runtime.pipeline import load_bundle
 
 
 def torch_loop(gpt, prefix: torch.Tensor, steps: torch.Tensor) -> float:
@@ -36,18 +37,24 @@ def torch_loop(gpt, prefix: torch.Tensor, steps: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
-def onnx_loop(tts: IndexTTS2, prefix: np.ndarray, steps: np.ndarray) -> float:
+def onnx_loop(gen: CodeGenerator, prefix: np.ndarray, steps: np.ndarray) -> float:
     """Seconds for the same work through the runtime's decoder graph and KV cache."""
-    gen, d = tts._codes, tts.manifest.gpt
     t0 = time.perf_counter()
-    cache = KVCache.empty(gen.decoder.inputs[1:], 1, d.heads, d.head_dim)
-    _, _, presents = gen._run(prefix, cache)
+    cache = gen.empty_cache(1)
+    _, _, presents = gen.step(prefix, cache)
     cache.update(presents)
     cache.reorder(np.zeros(steps.shape[1], dtype=np.int64))
     for x in steps:
-        _, _, presents = gen._run(x[:, None, :], cache)
+        _, _, presents = gen.step(x[:, None, :], cache)
         cache.update(presents)
     return time.perf_counter() - t0
+
+
+def open_generator(bundle: Path, threads: int | None) -> CodeGenerator:
+    """The runtime's code generator over the bundle's decoder graph and GPT tables (every check passed)."""
+    manifest, graphs, tables = load_bundle(bundle, threads=threads)
+    io = decoder_io(manifest.graphs["gpt_decoder"], manifest.gpt)
+    return CodeGenerator(graphs["gpt_decoder"], tables.gpt, manifest.gpt, io)
 
 
 def main() -> None:
@@ -69,7 +76,7 @@ def main() -> None:
     gpt = load_gpt(CheckpointPaths.of(args.checkpoint, cfg), cfg)
     torch_load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tts = IndexTTS2(args.bundle, threads=args.threads)
+    gen = open_generator(Path(args.bundle), args.threads)
     onnx_load_s = time.perf_counter() - t0
 
     rng = np.random.default_rng(0)
@@ -79,7 +86,7 @@ def main() -> None:
     runs = {"torch": [], "onnx": []}
     for _ in range(args.repeats):  # interleaved
         runs["torch"].append(torch_loop(gpt, torch.from_numpy(prefix), torch.from_numpy(steps)))
-        runs["onnx"].append(onnx_loop(tts, prefix, steps))
+        runs["onnx"].append(onnx_loop(gen, prefix, steps))
     med = {k: statistics.median(v) for k, v in runs.items()}
     result = {
         "codes": args.codes, "beams": args.beams, "prefix_rows": prefix.shape[1], "threads": args.threads,

@@ -25,7 +25,9 @@ import numpy as np
 from indextts2_onnx.runtime import IndexTTS2
 from indextts2_onnx.runtime.audio import log_mel, synthetic_voice
 from indextts2_onnx.runtime.chunked import ChunkedDecoder, ChunkPlan, prompt_tail
-from indextts2_onnx.runtime.s2mel import cfm_noise, target_frames
+from indextts2_onnx.runtime.pipeline import load_bundle
+from indextts2_onnx.runtime.s2mel import MelDecoder, cfm_noise, target_frames
+from indextts2_onnx.runtime.sessions import Graph
 
 TEXT = "Streaming should start speaking long before the whole sentence has been decoded."
 
@@ -56,10 +58,9 @@ class Row:
     total: float  # seconds for all pieces
 
 
-def measure(tts: IndexTTS2, plan: ChunkPlan, label: str, codes, latent, spk, noise, steps: int, ref: np.ndarray,
-            bank: np.ndarray) -> Row:
-    hop = tts.manifest.acoustic.hop_length
-    dec = ChunkedDecoder(tts._mel, tts._vocoder, lambda c: None, spk, noise, steps, 0.7, plan, hop)
+def measure(mel: MelDecoder, vocoder: Graph, hop: int, plan: ChunkPlan, label: str, codes, latent, spk, noise,
+            steps: int, ref: np.ndarray, bank: np.ndarray) -> Row:
+    dec = ChunkedDecoder(mel, vocoder, lambda c: None, spk, noise, steps, 0.7, plan, hop)
     dec.latents = _slicer(latent)
     t0 = time.perf_counter()
     pieces, first = [], None
@@ -109,7 +110,9 @@ def main(argv=None) -> None:
                     "on the last N prompt frames (chunked.prompt_tail), comma-separated N")
     a = ap.parse_args(argv)
 
-    tts = IndexTTS2(a.bundle, threads=a.threads, verify=False)
+    manifest, graphs, tables = load_bundle(a.bundle, threads=a.threads, verify=False)
+    tts = IndexTTS2.from_graphs(manifest, graphs, tables, bundle=a.bundle)
+    mel = MelDecoder(graphs["latent_projector"], graphs["length_regulator"], graphs["dit"])
     sr = tts.manifest.acoustic.sample_rate
     spk = tts.prepare_speaker((synthetic_voice(a.prompt_seconds, sr), sr))
     emovec = tts.emotion_vector(spk)
@@ -119,7 +122,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     ref = tts.vocode(tts.decode_mel(codes, latent, spk, a.steps, 0.7, noise=noise))
     full_s = time.perf_counter() - t0
-    bank = np.load(a.bundle / tts.manifest.tables["mel_filterbank"])
+    bank = tables.mel_filterbank
 
     fades = ["hann", "linear"] if a.fade == "both" else [a.fade]
     plans = []
@@ -139,7 +142,8 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for label, plan, frames in plans:
         prompt, prompt_noise = prompt_tail(spk, noise, frames)
-        r = measure(tts, plan, label, codes, latent, prompt, prompt_noise, a.steps, ref, bank)
+        r = measure(mel, graphs["bigvgan"], tts.manifest.acoustic.hop_length, plan, label, codes, latent, prompt,
+                    prompt_noise, a.steps, ref, bank)
         print(f"| {r.plan} | {r.chunks} | {r.snr:.1f} | {r.snr_joins:.1f} | {r.mel_l1:.3f} | {r.mel_l1_joins:.3f} "
               f"| {r.ttfa / full_s:.2f} | {r.total / full_s:.2f} |", flush=True)
 

@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 from indextts2_onnx.export.bundle import load_models  # noqa: E402
 from indextts2_onnx.export.checkpoint import CheckpointPaths  # noqa: E402
 from indextts2_onnx.export.config import load_config  # noqa: E402
-from indextts2_onnx.export.graphs import Models, all_graphs, gpt_graphs  # noqa: E402
+from indextts2_onnx.export.graphs import GraphSpec, Models, all_graphs, gpt_graphs  # noqa: E402
+from indextts2_onnx.export.policy import ExportPolicy, Precision  # noqa: E402
 from indextts2_onnx.export.verify import ParityError, check_parity, cpu_session  # noqa: E402
 
 # Tolerance: max |onnx - torch| <= 1e-4 absolute in fp32 (seen: 1e-7 .. 1e-5); the vocoder's waveform
@@ -30,6 +31,15 @@ def models(tiny_checkpoint) -> Models:
 
 def test_every_graph_is_declared(models):
     assert [s.name for s in all_graphs(models.cfg)] == GRAPHS
+
+
+def test_every_graph_states_its_export_policy(models):
+    """Every bundle graph may be lowered behind a gate; a spec built without a policy is fp32 only."""
+    specs = all_graphs(models.cfg)
+    assert all(s.policy != ExportPolicy() and s.policy.gate is not None for s in specs)
+    first = specs[0]
+    bare = GraphSpec("x", first.inputs, first.outputs, first.wrapper, first.example, first.cases, atol=1e-4)
+    assert bare.policy == ExportPolicy() and bare.policy.allowed == (Precision.FP32,) and not bare.policy.probed
 
 
 @pytest.mark.parametrize("name", GRAPHS)

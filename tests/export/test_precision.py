@@ -12,6 +12,7 @@ Measured on the tiny bundle when these tests were written (ORT CPU, gates agains
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,46 +20,152 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
+from conftest import REPO  # noqa: E402
 from indextts2_onnx.export import precision as p  # noqa: E402
 from indextts2_onnx.export import quantize as q  # noqa: E402
 from indextts2_onnx.export.bundle import lower_bundle  # noqa: E402
 from indextts2_onnx.export.checkpoint import CheckpointPaths  # noqa: E402
+from indextts2_onnx.export.config import load_config  # noqa: E402
+from indextts2_onnx.export.graphs import all_graphs  # noqa: E402
+from indextts2_onnx.export.policy import PRECISIONS, ExportPolicy, Gate, OnFail, Precision, Target  # noqa: E402
 from indextts2_onnx.runtime import IndexTTS2, Speaker  # noqa: E402
 from indextts2_onnx.runtime.cli import main  # noqa: E402
 from indextts2_onnx.runtime.manifest import load_manifest, verify_checksums  # noqa: E402
 
 
-# --- plans (pure) ---------------------------------------------------------------------------------------
+# --- policies and plans (pure) --------------------------------------------------------------------------
+
+SPECS = {s.name: s for s in all_graphs(load_config(REPO / "configs" / "tiny" / "config.yaml"))}
+GPT_PATH = {"semantic_encoder", "gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder"}
+
+
+def test_enums_keep_the_old_strings():
+    """CLI flags and manifest values are the enums' values, unchanged; precisions are ordered lowest first."""
+    assert [x.value for x in PRECISIONS] == ["int4", "int8", "fp16", "fp32"] and PRECISIONS == tuple(Precision)
+    assert [x.value for x in Target] == ["any", "cpu", "cuda"]
+    assert [x.value for x in OnFail] == ["fallback", "error", "keep"]
+    for enum in (Precision, Target, OnFail):
+        for member in enum:
+            assert enum(member.value) is member and member == member.value and f"{member}" == member.value
+    assert json.dumps({"p": Precision.INT8, "t": Target.CUDA}) == '{"p": "int8", "t": "cuda"}'
+    record = p.Lowering(Precision.INT8, Precision.FP32, [p.Attempt(Precision.INT8, False, [], 1)]).to_dict()
+    assert record == {"requested": "int8", "chosen": "fp32",
+                      "attempts": [{"precision": "int8", "passed": False, "results": [], "size": 1}]}
+    assert type(record["chosen"]) is str and type(record["attempts"][0]["precision"]) is str
+
+
+def test_every_policy_is_consistent():
+    """fp32 is always allowed (and last), defaults lie within what is allowed, anything below fp32 has a
+    gate on real outputs with a known metric, and fp16's kept-fp32 names are real I/O."""
+    for name, spec in SPECS.items():
+        pol = spec.policy
+        assert pol.allowed[-1] == Precision.FP32 and list(pol.allowed) == sorted(pol.allowed, key=PRECISIONS.index)
+        assert set(pol.defaults.values()) <= set(pol.allowed) and Target.ANY not in pol.defaults, name
+        assert pol.default(Target.CUDA) == Precision.FP16, name  # cuda: fp16 everywhere
+        if pol.allowed != (Precision.FP32,):
+            assert pol.gate is not None and pol.gate.metric in q.METRICS, name
+            assert set(pol.gate.outputs) <= set(spec.outputs), name
+            assert set(pol.gate.thresholds) <= set(pol.allowed), name
+        assert set(pol.fp32_io or ()) <= set(spec.inputs) | set(spec.outputs), name
+
+
+def test_policy_data():
+    """The choices the measurements made (ort-notes §4.1-4.2, peers.md), as the specs now state them."""
+    allowed = {name: spec.policy.allowed for name, spec in SPECS.items()}
+    low = (Precision.FP16, Precision.FP32)
+    assert allowed["bigvgan"] == allowed["campplus"] == allowed["length_regulator"] == allowed["semantic_codec"] == low
+    assert allowed["gpt_decoder"] == PRECISIONS  # the only graph that may take 4-bit weights
+    assert {n for n, a in allowed.items() if Precision.INT4 in a} == {"gpt_decoder"}
+    assert {n for n, s in SPECS.items() if s.policy.default(Target.CPU) == Precision.INT8} == GPT_PATH | {"dit"}
+    assert {n for n, s in SPECS.items() if s.policy.probed} == GPT_PATH == set(p.GreedyProbe.GRAPHS)
+    assert p.GreedyProbe.GRAPHS[0] == "gpt_decoder"  # lowered first: gated with fp32 encoders
+    dec = SPECS["gpt_decoder"].policy
+    assert dec.gate == Gate("rel_l2", 0.05, ("logits",), {Precision.INT4: 0.25})
+    assert dec.gate.threshold_for(Precision.INT8) == 0.05 and dec.gate.threshold_for("int4") == 0.25
+    assert dec.fp32_io == ("inputs_embeds", "logits", "hidden_states")  # fp16 decoder: only the cache in fp16
+    assert all(s.policy.fp32_io is None for n, s in SPECS.items() if n != "gpt_decoder")
+    metrics = {n: (s.policy.gate.metric, s.policy.gate.threshold) for n, s in SPECS.items()}
+    assert {n for n, m in metrics.items() if m == ("cosine", 0.999)} == GPT_PATH - {"gpt_decoder"} | {
+        "semantic_codec", "campplus"}
+    assert {n for n, m in metrics.items() if m == ("snr_db", 30.0)} == {
+        "length_regulator", "latent_projector", "dit", "bigvgan"}
+
+
+def test_policy_invariants_hold_at_construction():
+    assert ExportPolicy() == ExportPolicy(allowed=(Precision.FP32,), defaults={}, gate=None, probed=False)
+    for bad in (dict(allowed=(Precision.FP16,)), dict(allowed=(Precision.FP32, Precision.FP16)),
+                dict(allowed=(Precision.FP16, Precision.FP32)),  # no gate
+                dict(allowed=(Precision.FP16, Precision.FP32), gate=Gate("snr_db", 30.0),
+                     defaults={Target.CPU: Precision.INT8}),
+                dict(allowed=(Precision.FP16, Precision.FP32), gate=Gate("snr_db", 30.0),
+                     defaults={Target.ANY: Precision.FP16})):
+        with pytest.raises(AssertionError):
+            ExportPolicy(**bad)
 
 
 def test_target_defaults():
-    assert set(p.parse_precision(None, "any").values()) == {"fp32"}
-    cpu = p.parse_precision(None, "cpu")
+    assert set(p.parse_precision(None, "any", SPECS.values()).values()) == {"fp32"}
+    cpu = p.parse_precision(None, "cpu", SPECS.values())
     assert cpu["gpt_decoder"] == cpu["semantic_encoder"] == cpu["dit"] == "int8"
     assert cpu["bigvgan"] == cpu["campplus"] == "fp32"
-    cuda = p.parse_precision(None, "cuda")
-    assert set(cuda.values()) == {"fp16"} and set(cuda) == set(p.ALLOWED)
+    cuda = p.parse_precision(None, "cuda", SPECS.values())
+    assert set(cuda.values()) == {"fp16"} and list(cuda) == list(SPECS)
+    assert all(type(v) is Precision for v in cuda.values())
 
 
 def test_precision_overrides():
-    plan = p.parse_precision("fp32, gpt_decoder=int4", "cuda")
+    plan = p.parse_precision("fp32, gpt_decoder=int4", "cuda", SPECS.values())
     assert plan["gpt_decoder"] == "int4" and plan["dit"] == "fp32"
-    plan = p.parse_precision("int8", "any")  # bare: every graph that allows it, the rest keep the default
+    plan = p.parse_precision("int8", "any", SPECS.values())  # bare: every graph that allows it, others keep theirs
     assert plan["gpt_decoder"] == plan["dit"] == "int8" and plan["bigvgan"] == "fp32"
-    for bad, match in (("int3", "precision must be one of"), ("decoder=int8", "unknown graph 'decoder'"),
-                       ("bigvgan=int8", "bigvgan allows fp16, fp32")):
-        with pytest.raises(ValueError, match=match):
-            p.parse_precision(bad, "cpu")
-    with pytest.raises(ValueError, match="--target 'tpu'"):
-        p.parse_precision(None, "tpu")
+    graphs = ", ".join(SPECS)
+    for bad, message in (
+            ("int3", "--precision 'int3': precision must be one of int4, int8, fp16, fp32"),
+            ("gpt_decoder=", "--precision 'gpt_decoder=': precision must be one of int4, int8, fp16, fp32"),
+            ("decoder=int8", f"--precision 'decoder=int8': unknown graph 'decoder'; graphs: {graphs}"),
+            ("bigvgan=int8", "--precision 'bigvgan=int8': bigvgan allows fp16, fp32"),
+            ("dit=int4", "--precision 'dit=int4': dit allows int8, fp16, fp32")):
+        with pytest.raises(ValueError) as e:
+            p.parse_precision(f"fp16, {bad}", "cpu", SPECS.values())
+        assert str(e.value) == message
+    with pytest.raises(ValueError) as e:
+        p.parse_precision(None, "tpu", SPECS.values())
+    assert str(e.value) == "--target 'tpu': use one of any, cpu, cuda"
+
+
+def test_on_fail():
+    assert [p.check_on_fail(v) for v in ("fallback", "error", "keep")] == list(OnFail)
+    with pytest.raises(ValueError) as e:
+        p.check_on_fail("ignore")
+    assert str(e.value) == "on_fail='ignore': use one of fallback, error, keep"
+
+
+def test_a_spec_without_a_policy_is_fp32_only():
+    spec = replace(SPECS["dit"], name="extra", policy=ExportPolicy())
+    for target in Target:
+        assert p.parse_precision("int8", target, [spec]) == {"extra": Precision.FP32}
+    with pytest.raises(ValueError, match="extra allows fp32"):
+        p.parse_precision("extra=fp16", "cuda", [spec])
+
+
+def test_conversion_refuses_what_the_policy_does_not_allow(tmp_path):
+    """The vocoder is never INT8 or 4-bit, whoever asks (nothing is read or written)."""
+    for precision in (Precision.INT8, Precision.INT4):
+        with pytest.raises(ValueError, match=f"bigvgan: {precision} is refused for this graph; it allows fp16, fp32"):
+            p.convert(SPECS["bigvgan"], tmp_path / "bigvgan.onnx", tmp_path / "out.onnx", precision, Target.CPU)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fallback_chains():
-    assert p.candidates("gpt_decoder", "int4", "cpu") == ["int4", "int8", "fp32"]
-    assert p.candidates("gpt_decoder", "int4", "cuda") == ["int4", "fp16", "fp32"]
-    assert p.candidates("dit", "int8", "cpu") == ["int8", "fp32"]  # fp16 is slower than fp32 on CPU
-    assert p.candidates("bigvgan", "fp16", "cuda") == ["fp16", "fp32"]
-    assert p.candidates("dit", "fp32", "cuda") == ["fp32"]
+    pol = {name: spec.policy for name, spec in SPECS.items()}
+    assert p.candidates(pol["gpt_decoder"], "int4", "cpu") == ["int4", "int8", "fp32"]
+    assert p.candidates(pol["gpt_decoder"], "int4", "cuda") == ["int4", "fp16", "fp32"]
+    assert p.candidates(pol["dit"], "int8", "cpu") == ["int8", "fp32"]  # fp16 is slower than fp32 on CPU
+    assert p.candidates(pol["bigvgan"], "fp16", "cuda") == ["fp16", "fp32"]
+    assert p.candidates(pol["dit"], "fp32", "cuda") == ["fp32"]
+    assert p.candidates(pol["gpt_decoder"], Precision.INT8, Target.CUDA) == [Precision.INT8, Precision.FP16,
+                                                                              Precision.FP32]
+    assert p.DEVICE == {"fp32": "any", "int4": "any", "int8": "cpu", "fp16": "cuda"}
 
 
 # --- lowered bundles --------------------------------------------------------------------------------------
@@ -88,7 +195,7 @@ def _check_records(bundle):
             continue
         g = e.gate
         assert g["chosen"] == e.precision and e.device == p.DEVICE[e.precision]
-        assert [a["precision"] for a in g["attempts"]] == p.candidates(name, g["requested"], m.target)[
+        assert [a["precision"] for a in g["attempts"]] == p.candidates(SPECS[name].policy, g["requested"], m.target)[
             : len(g["attempts"])]
         for a in g["attempts"]:
             assert a["size"] > 0 and a["results"]
@@ -123,11 +230,16 @@ def test_cuda_bundle_falls_back_and_keeps_an_fp16_cache(cuda_bundle, tiny_bundle
     assert [a["precision"] for a in dec.gate["attempts"]][0] == "int4"
     assert dec.precision in ("int4", "fp16") and dec.device in ("any", "cuda")
     if dec.precision == "fp16":  # the past/present inputs are fp16, embeddings and logits stay fp32
-        tts = IndexTTS2(cuda_bundle)
-        decoder = tts._codes.decoder
-        assert decoder.input_dtype("inputs_embeds") == np.float32
-        assert decoder.input_dtype("past_key_0") == np.float16
-        assert tts._codes._empty_cache(1).arrays[0].dtype == np.float16
+        from indextts2_onnx.runtime.gpt import CodeGenerator
+        from indextts2_onnx.runtime.kv_cache import decoder_io
+        from indextts2_onnx.runtime.pipeline import load_bundle
+
+        manifest, graphs, tables = load_bundle(cuda_bundle)
+        decoder, io = graphs["gpt_decoder"], decoder_io(manifest.graphs["gpt_decoder"], manifest.gpt)
+        assert decoder.input_dtype(io.embeds) == np.float32
+        assert decoder.input_dtype(io.past[0]) == np.float16
+        gen = CodeGenerator(decoder, tables.gpt, manifest.gpt, io)
+        assert gen.empty_cache(1).arrays[0].dtype == np.float16
 
 
 def _speaker(seed: int = 0) -> Speaker:

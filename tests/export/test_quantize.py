@@ -3,7 +3,7 @@
 Measured on the tiny bundle (random weights, ORT CPU) when these bounds were chosen:
     gpt_decoder INT8: logits rel-L2 0.023, 603 kB -> 295 kB     dit INT8: velocity SNR 33 dB
     bigvgan fp16:     audio SNR 28 dB                           gpt_decoder fp16: logits rel-L2 7e-4
-The assertions leave ~2x head-room over those numbers; the gates' own thresholds live in quantize.py."""
+The assertions leave ~2x head-room over those numbers; the gates' own thresholds live in policy.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
+from indextts2_onnx.export import precision as p  # noqa: E402
 from indextts2_onnx.export import quantize as q  # noqa: E402
+from indextts2_onnx.export.graphs import GraphSpec  # noqa: E402
+from indextts2_onnx.export.policy import DECODER_LOGIT_REL_L2_MAX, ENCODER_COSINE_MIN, Precision, Target  # noqa: E402
 from indextts2_onnx.export.verify import cpu_session  # noqa: E402
 
 
@@ -64,14 +67,14 @@ def test_gate_directions_and_nan():
     assert not q.gate("g", "rel_l2:logits", 0.06, 0.05).passed
     assert q.gate("g", "snr_db:audio", 31.0, 30.0).passed
     assert not q.gate("g", "snr_db:audio", 29.0, 30.0).passed
-    assert not q.gate("g", "cosine:style", 0.99, q.ENCODER_COSINE_MIN).passed
+    assert not q.gate("g", "cosine:style", 0.99, ENCODER_COSINE_MIN).passed
     assert not q.gate("g", "snr_db:audio", float("nan"), 30.0).passed
 
 
 def test_zeroed_logits_fail_the_decoder_gate():
     logits = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
     value = q.logit_error(logits, np.zeros_like(logits))
-    assert not q.gate("gpt_decoder", "rel_l2:logits", value, q.DECODER_LOGIT_REL_L2_MAX).passed
+    assert not q.gate("gpt_decoder", "rel_l2:logits", value, DECODER_LOGIT_REL_L2_MAX).passed
 
 
 def test_greedy_gate():
@@ -116,9 +119,33 @@ def test_int8_dit_snr(tiny_bundle, models_specs, tmp_path):
     assert 20.0 < snr < math.inf, snr  # measured 33 dB: quantized, but not broken
 
 
-def test_int8_refuses_the_vocoder(tiny_bundle, tmp_path):
-    with pytest.raises(ValueError, match="INT8"):
-        q.quantize_int8(tiny_bundle / "bigvgan.onnx", tmp_path / "bigvgan.onnx")
+def test_int8_refuses_the_vocoder(tiny_bundle, models_specs, tmp_path):
+    """The vocoder's policy allows fp16 at most: converting it to INT8 or 4-bit is refused."""
+    _, specs = models_specs
+    for precision in (Precision.INT8, Precision.INT4):
+        with pytest.raises(ValueError, match=f"bigvgan: {precision} is refused"):
+            p.convert(specs["bigvgan"], tiny_bundle / "bigvgan.onnx", tmp_path / "bigvgan.onnx", precision, Target.CPU)
+    assert not (tmp_path / "bigvgan.onnx").exists()
+
+
+def test_a_graph_without_a_gate_is_not_gated(tiny_bundle, models_specs):
+    """A spec built without a policy ships in fp32 only; gating a lowered copy of it is an error."""
+    models, specs = models_specs
+    dit = specs["dit"]
+    bare = GraphSpec(dit.name, dit.inputs, dit.outputs, dit.wrapper, dit.example, dit.cases, dit.atol)
+    assert bare.policy.allowed == (Precision.FP32,) and bare.policy.gate is None
+    with pytest.raises(ValueError, match="dit: no precision gate"):
+        q.gate_graph(bare, models, tiny_bundle / "dit.onnx", tiny_bundle / "dit.onnx")
+
+
+def test_the_int4_decoder_has_its_own_logit_bound(tiny_bundle, models_specs):
+    models, specs = models_specs
+    src = tiny_bundle / "gpt_decoder.onnx"
+    thresholds = {r.threshold for x in (None, Precision.INT8, Precision.FP16)
+                  for r in q.gate_graph(specs["gpt_decoder"], models, src, src, x)}
+    assert thresholds == {DECODER_LOGIT_REL_L2_MAX}
+    [int4] = q.gate_graph(specs["gpt_decoder"], models, src, src, "int4")  # as `verify` passes it: the manifest's
+    assert int4.threshold == 0.25 and int4.passed
 
 
 def test_fp16_vocoder_loads_and_stays_close(tiny_bundle, models_specs, tmp_path):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from indextts2_onnx.runtime import BundleError, IndexTTS2
+from indextts2_onnx.runtime import BundleError, IndexTTS2, Speaker
 from indextts2_onnx.runtime.cli import main
+from indextts2_onnx.runtime.kv_cache import LEGACY_KV_CACHE, decoder_io
+from indextts2_onnx.runtime.manifest import load_manifest
 
 
 @pytest.fixture()
@@ -104,3 +108,98 @@ def test_cuda_graph_on_cpu_loads_with_a_warning(bundle_copy, caplog):
     with caplog.at_level("WARNING"):
         IndexTTS2(bundle_copy, device="cpu")
     assert "dit was exported for cuda (fp16); it runs on cpu" in caplog.text
+
+
+# --- the decoder's KV cache, addressed by role -------------------------------------------------------------
+
+
+def _greedy(bundle) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy codes and latent of a fixed random Speaker: what the decoder's I/O names must not change."""
+    rng = np.random.default_rng(0)
+    spk = Speaker(semantic=rng.standard_normal((1, 50, 32)), emotion_semantic=rng.standard_normal((1, 40, 32)),
+                  style=rng.standard_normal((1, 48)), ref_mel=rng.standard_normal((1, 80, 12)),
+                  prompt_condition=rng.standard_normal((1, 12, 32)))
+    tts = IndexTTS2(bundle)
+    return tts.generate_codes([5, 6, 7, 8], spk, tts.emotion_vector(spk), greedy=True, max_codes=30, min_codes=30)
+
+
+def test_manifest_declares_the_decoder_cache(tiny_bundle):
+    m = load_manifest(tiny_bundle)
+    entry = m.graphs["gpt_decoder"]
+    assert entry.kv_cache == {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}"}
+    assert all(g.kv_cache == {} for name, g in m.graphs.items() if name != "gpt_decoder")
+    io = decoder_io(entry, m.gpt)
+    assert sorted(entry.inputs) == sorted([io.embeds, *io.past]) and len(io.past) == 2 * m.gpt.layers
+    assert set(io.present) <= set(entry.outputs)
+
+
+def test_bundle_without_kv_cache_loads_with_the_legacy_names(bundle_copy, tiny_bundle):
+    """A bundle exported before the manifest declared the cache (format 1.1, no kv_cache keys)."""
+    def old(d):
+        d["format_version"] = "1.1"
+        for g in d["graphs"].values():
+            g.pop("kv_cache")
+    _edit_manifest(bundle_copy, old)
+    assert load_manifest(bundle_copy).graphs["gpt_decoder"].kv_cache == {}
+    assert LEGACY_KV_CACHE == load_manifest(tiny_bundle).graphs["gpt_decoder"].kv_cache  # what was exported
+    codes, latent = _greedy(bundle_copy)
+    ref_codes, ref_latent = _greedy(tiny_bundle)
+    assert codes.tolist() == ref_codes.tolist()
+    np.testing.assert_array_equal(latent, ref_latent)
+
+
+@pytest.mark.parametrize("kv_cache, message", [
+    ({"past": "past_{kind}", "present": "present_{kind}_{layer}"}, r"kv_cache must be \{\} or \{\"past\""),
+    ({"past": "past_{kind}_{layer}_{head}", "present": "present_{kind}_{layer}"}, r"kv_cache must be \{\} or"),
+    ({"past": "kv_{kind}_{layer}", "present": "kv_{kind}_{layer}"}, r"kv_cache must be \{\} or"),
+    ({"past": "past_{kind}_{layer}"}, r"kv_cache must be \{\} or"),
+    ({"past": 3, "present": "present_{kind}_{layer}"}, r'kv_cache\["past"\] must be a string, got 3'),
+    ("past_{kind}_{layer}", r'kv_cache must be an object, got "past_'),
+])
+def test_bad_kv_cache_is_refused_naming_the_field(bundle_copy, kv_cache, message):
+    _edit_manifest(bundle_copy, lambda d: d["graphs"]["gpt_decoder"].update(kv_cache=kv_cache))
+    with pytest.raises(BundleError, match=r'manifest\.json: graphs\["gpt_decoder"\]\.' + message):
+        IndexTTS2(bundle_copy)
+
+
+def test_declared_past_missing_from_the_graph_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d["graphs"]["gpt_decoder"].update(
+        kv_cache={"past": "cache_{kind}_{layer}", "present": "present_{kind}_{layer}"}))
+    with pytest.raises(BundleError, match=r'gpt_decoder\.onnx: no input cache_key_0 \(the past layer 0 key; '
+                                          r'gpt\.layers \d+, graphs\["gpt_decoder"\]\.kv_cache .*re-export'):
+        IndexTTS2(bundle_copy)
+
+
+def test_cache_io_is_found_by_name_in_any_order(bundle_copy, tiny_bundle):
+    """A decoder whose cache inputs and outputs have other names and another order, declared in the
+    manifest, decodes exactly as the exported one: nothing is addressed by position."""
+    onnx = pytest.importorskip("onnx")
+    path = bundle_copy / "gpt_decoder.onnx"
+    model = onnx.load(str(path), load_external_data=False)  # the weights stay in gpt_decoder.onnx.data
+    m, new = load_manifest(bundle_copy), {"past": "in.{layer}.{kind}", "present": "out.{layer}.{kind}"}
+    entry = m.graphs["gpt_decoder"]
+    old, io = decoder_io(entry, m.gpt), decoder_io(replace(entry, kv_cache=new), m.gpt)
+    names = dict(zip(old.past + old.present, io.past + io.present))
+    g = model.graph
+    for node in g.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    for value in (*g.input, *g.output, *g.value_info):
+        value.name = names.get(value.name, value.name)
+    inputs, outputs = list(g.input)[::-1], list(g.output)[::-1]  # pasts last layer first, embeddings last
+    del g.input[:], g.output[:]
+    g.input.extend(inputs)
+    g.output.extend(outputs)
+    onnx.save(model, str(path))
+    data = path.read_bytes()
+
+    def declare(d):
+        d["graphs"]["gpt_decoder"].update(kv_cache=new, inputs=[v.name for v in inputs],
+                                          outputs=[v.name for v in outputs])
+        d["files"]["gpt_decoder.onnx"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    _edit_manifest(bundle_copy, declare)
+    assert load_manifest(bundle_copy).graphs["gpt_decoder"].inputs[0] == io.past[-1]
+    codes, latent = _greedy(bundle_copy)
+    ref_codes, ref_latent = _greedy(tiny_bundle)
+    assert codes.tolist() == ref_codes.tolist()
+    np.testing.assert_allclose(latent, ref_latent, atol=1e-6, rtol=0)

@@ -3,13 +3,19 @@ streamed waveform against the non-streamed one on the tiny random-weight bundle.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from indextts2_onnx.runtime import IndexTTS2
 from indextts2_onnx.runtime.audio import synthetic_voice
 from indextts2_onnx.runtime.chunked import ChunkedDecoder, ChunkPlan, crossfade, fade_in, noise_columns
-from indextts2_onnx.runtime.s2mel import target_frames
+from indextts2_onnx.runtime.gpt import CodeGenerator
+from indextts2_onnx.runtime.kv_cache import decoder_io
+from indextts2_onnx.runtime.pipeline import load_bundle
+from indextts2_onnx.runtime.s2mel import MelDecoder, target_frames
+from indextts2_onnx.runtime.sessions import Graph
 
 N_CODES = 120
 STEPS = 4
@@ -21,9 +27,40 @@ STEPS = 4
 SNR_FLOOR_DB = 6.0
 
 
+@dataclass(frozen=True)
+class Stages:
+    """The stage objects a stream is built from, over the bundle's graphs (as IndexTTS2 builds them)."""
+
+    codes: CodeGenerator
+    mel: MelDecoder
+    vocoder: Graph
+    speaker: Graph  # gpt_speaker_conditioning
+    hop: int
+
+    def prefix(self, seg: dict) -> np.ndarray:
+        """The GPT conditioning rows of the segment's speaker and emotion vector."""
+        latent = self.speaker.run({"semantic": seg["spk"].semantic})[0]
+        return self.codes.prefix(latent, seg["emovec"])
+
+
 @pytest.fixture(scope="module")
-def tts(tiny_bundle):
-    return IndexTTS2(tiny_bundle, threads=1)
+def parts(tiny_bundle):
+    """The tiny bundle's manifest, graphs and tables, opened once for IndexTTS2 and the stage objects."""
+    return load_bundle(tiny_bundle, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tts(parts):
+    return IndexTTS2.from_graphs(*parts)
+
+
+@pytest.fixture(scope="module")
+def stages(parts) -> Stages:
+    manifest, graphs, tables = parts
+    io = decoder_io(manifest.graphs["gpt_decoder"], manifest.gpt)
+    return Stages(CodeGenerator(graphs["gpt_decoder"], tables.gpt, manifest.gpt, io),
+                  MelDecoder(graphs["latent_projector"], graphs["length_regulator"], graphs["dit"]),
+                  graphs["bigvgan"], graphs["gpt_speaker_conditioning"], manifest.acoustic.hop_length)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +88,9 @@ def slicer(latent: np.ndarray):
     return take
 
 
-def decoder(tts, seg, plan, latents=None) -> ChunkedDecoder:
-    return ChunkedDecoder(tts._mel, tts._vocoder, latents or slicer(seg["latent"]), seg["spk"], seg["noise"],
-                          STEPS, 0.7, plan, tts.manifest.acoustic.hop_length)
+def decoder(stages: Stages, seg, plan, latents=None) -> ChunkedDecoder:
+    return ChunkedDecoder(stages.mel, stages.vocoder, latents or slicer(seg["latent"]), seg["spk"], seg["noise"],
+                          STEPS, 0.7, plan, stages.hop)
 
 
 def run(dec: ChunkedDecoder, codes: np.ndarray, run_size: int) -> list[np.ndarray]:
@@ -70,10 +107,8 @@ def snr_db(ref, x) -> float:
 # --- the incremental latent pass ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cuts", [[N_CODES], [1, N_CODES - 1], [25, 50, 45], [7] * 17 + [1]])
-def test_latent_stream_equals_full_latent(tts, segment, cuts):
-    gen = tts._codes
-    prefix = gen.prefix(tts._speaker_latent(segment["spk"]), segment["emovec"])
-    stream = gen.latent_stream(prefix, segment["ids"])
+def test_latent_stream_equals_full_latent(stages, segment, cuts):
+    stream = stages.codes.latent_stream(stages.prefix(segment), segment["ids"])
     bounds = np.cumsum([0] + cuts)
     rows = [stream.extend(segment["codes"][a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     got = np.concatenate(rows, axis=1)
@@ -130,27 +165,27 @@ def test_noise_columns_take_prompt_and_chunk_frames():
 
 # --- streamed against non-streamed ---------------------------------------------------------------------------
 
-def test_one_chunk_equals_non_streamed_decode(tts, segment):
+def test_one_chunk_equals_non_streamed_decode(stages, segment):
     """One chunk covering every code is the non-streamed decode (same projector, regulator length, noise,
     DiT and vocoder inputs): this pins the plumbing."""
     plan = ChunkPlan(N_CODES + 1, N_CODES + 1, 5, 1.0)  # the segment ends before the first cut
-    pieces = run(decoder(tts, segment, plan), segment["codes"], 13)
+    pieces = run(decoder(stages, segment, plan), segment["codes"], 13)
     assert len(pieces) == 1
     np.testing.assert_allclose(pieces[0], segment["ref"], atol=1e-6, rtol=0)
     # a segment ending exactly on a cut: the chunk is decoded before the end is known, so its overlap
     # frames are held back and come out of finish() as a second piece; together they are the same audio
-    pieces = run(decoder(tts, segment, ChunkPlan(N_CODES, N_CODES, 5, 1.0)), segment["codes"], 13)
+    pieces = run(decoder(stages, segment, ChunkPlan(N_CODES, N_CODES, 5, 1.0)), segment["codes"], 13)
     held = target_frames(N_CODES) - target_frames(N_CODES - 5)  # frames of the last 5 codes on the grid
-    assert len(pieces) == 2 and pieces[1].shape[0] == held * tts.manifest.acoustic.hop_length
+    assert len(pieces) == 2 and pieces[1].shape[0] == held * stages.hop
     np.testing.assert_allclose(np.concatenate(pieces), segment["ref"], atol=1e-6, rtol=0)
 
 
-def test_several_chunks_keep_length_and_stay_close(tts, segment):
+def test_several_chunks_keep_length_and_stay_close(stages, segment):
     plan = ChunkPlan(40, 40, 5, 1.0)
-    dec = decoder(tts, segment, plan)
+    dec = decoder(stages, segment, plan)
     pieces = run(dec, segment["codes"], 40)
     wav = np.concatenate(pieces)
-    hop = tts.manifest.acoustic.hop_length
+    hop = stages.hop
     assert dec.chunks == 3
     # exact length rule: every piece ends on the segment's frame grid, so the total is target_frames(N) * hop
     assert wav.shape == segment["ref"].shape == (target_frames(N_CODES) * hop,)
@@ -163,16 +198,15 @@ def test_several_chunks_keep_length_and_stay_close(tts, segment):
     assert not np.allclose(pieces[0], segment["ref"][:pieces[0].shape[0]], atol=1e-4)
 
 
-def test_output_does_not_depend_on_how_codes_arrive(tts, segment):
+def test_output_does_not_depend_on_how_codes_arrive(stages, segment):
     """Runs of 1, 7 or whole chunks: the same cuts, so the same audio (and the lead's LatentStream path gives
     the same latent rows as the full second pass)."""
     plan = ChunkPlan(30, 60, 5, 2.0)
-    base = np.concatenate(run(decoder(tts, segment, plan), segment["codes"], N_CODES))
-    gen = tts._codes
-    stream = gen.latent_stream(gen.prefix(tts._speaker_latent(segment["spk"]), segment["emovec"]), segment["ids"])
-    got = np.concatenate(run(decoder(tts, segment, plan), segment["codes"], 7))
+    base = np.concatenate(run(decoder(stages, segment, plan), segment["codes"], N_CODES))
+    stream = stages.codes.latent_stream(stages.prefix(segment), segment["ids"])
+    got = np.concatenate(run(decoder(stages, segment, plan), segment["codes"], 7))
     np.testing.assert_allclose(got, base, atol=1e-6, rtol=0)  # same cuts, same inputs: the same audio
     # the KV-cached latent differs from the full pass by float rounding (~1e-6); the random-weight DiT and
     # vocoder amplify that to ~2e-4 in samples in [-1, 1] (measured), hence 1e-3 here
-    got = np.concatenate(run(decoder(tts, segment, plan, stream.extend), segment["codes"], 1))
+    got = np.concatenate(run(decoder(stages, segment, plan, stream.extend), segment["codes"], 1))
     np.testing.assert_allclose(got, base, atol=1e-3, rtol=0)

@@ -333,6 +333,37 @@ def test_decoder_inputs_must_match_gpt_dims(bundle_copy):
         IndexTTS2(bundle_copy)
 
 
+def test_decoder_cache_must_have_gpt_layers_layers(bundle_copy):
+    """The caches are found by name for gpt.layers layers: one layer more is a missing input (named), one
+    less an input without a role."""
+    layers = json.loads((bundle_copy / "manifest.json").read_text())["gpt"]["layers"]
+    _edit_manifest(bundle_copy, lambda d: d["gpt"].update(layers=layers + 1))
+    with pytest.raises(BundleError, match=rf"gpt_decoder\.onnx: no input past_key_{layers} \(the past layer "
+                                          rf"{layers} key; gpt\.layers {layers + 1}.*belong together; re-export it"):
+        IndexTTS2(bundle_copy)
+    _edit_manifest(bundle_copy, lambda d: d["gpt"].update(layers=layers - 1))
+    with pytest.raises(BundleError, match=rf"gpt_decoder\.onnx: input past_key_{layers - 1} is neither the "
+                                          rf"embeddings nor a past of the gpt\.layers {layers - 1}"):
+        IndexTTS2(bundle_copy)
+
+
+def test_decoder_presents_must_be_outputs(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d["graphs"]["gpt_decoder"].update(
+        kv_cache={"past": "past_{kind}_{layer}", "present": "next_{kind}_{layer}"}))
+    with pytest.raises(BundleError, match=r"gpt_decoder\.onnx: no output next_key_0 \(the present layer 0 key"):
+        IndexTTS2(bundle_copy)
+
+
+def test_decoder_cache_names_must_differ(bundle_copy):
+    """Patterns valid on their own can still give two tensors one name: past layer 0 key "key10" is
+    present layer 10 key "key10" once there are 11 layers."""
+    _edit_manifest(bundle_copy, lambda d: (d["gpt"].update(layers=11), d["graphs"]["gpt_decoder"].update(
+        kv_cache={"past": "{kind}1{layer}", "present": "{kind}{layer}"})))
+    with pytest.raises(BundleError, match=r'manifest\.json: graphs\["gpt_decoder"\]\.kv_cache .* gives two cache '
+                                          r"tensors the same name for gpt\.layers 11"):
+        IndexTTS2(bundle_copy)
+
+
 # --- the command line -------------------------------------------------------------------------------------
 
 

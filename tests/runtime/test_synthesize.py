@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from indextts2_onnx.runtime import IndexTTS2, InputError
+from indextts2_onnx.runtime import GenerationError, IndexTTS2, InputError, SynthesisOptions
 from indextts2_onnx.runtime.audio import (emotion_waveform, kaldi_fbank, log_mel, seamless_features,
                                           speaker_waveforms)
 from indextts2_onnx.runtime.cli import main
-from indextts2_onnx.runtime.pipeline import load_bundle
+from indextts2_onnx.runtime.pipeline import load_bundle, segment_seeds
 
 TEXT = "HELLO THERE, MY FRIEND. THIS IS A SMALL TEST OF THE WHOLE PIPELINE, WITH SEVERAL SEGMENTS."
 
@@ -133,3 +133,58 @@ def test_text_size_limit_is_configurable(tiny_bundle, voice):
     with pytest.raises(InputError, match="20"):
         small.synthesize("HELLO THERE, THIS TEXT IS LONGER THAN TWENTY CHARACTERS.", voice)
     assert small.tokenize("HELLO THERE.")  # within the limit
+
+
+def test_synthesize_seeds_each_segment_with_segment_seeds(tts, voice):
+    """Segment i's codes and CFM noise come from row i of segment_seeds(seed, segments), the public function
+    other pipelines (the benchmark's torch reference) use to reproduce a call: the stage methods seeded
+    with those rows give synthesize's audio."""
+    segments = tts.tokenize(TEXT, max_tokens_per_segment=20)
+    seeds = segment_seeds(11, len(segments))
+    assert seeds.shape == (len(segments), 2) and np.array_equal(seeds, segment_seeds(11, len(segments)))
+    assert not np.array_equal(seeds, segment_seeds(12, len(segments)))
+    result = tts.synthesize(TEXT, voice, seed=11, steps=2, max_codes=16, max_tokens_per_segment=20)
+    spk = tts.prepare_speaker(voice)
+    emovec = tts.emotion_vector(spk)
+    gap = np.zeros(int(0.2 * result.sample_rate), np.float32)
+    pieces = []
+    for i, (ids, (code_seed, noise_seed)) in enumerate(zip(segments, seeds)):
+        codes, latent = tts.generate_codes(ids, spk, emovec, max_codes=16, seed=int(code_seed))
+        wav = tts.vocode(tts.decode_mel(codes, latent, spk, steps=2, seed=int(noise_seed)))
+        pieces += [gap, wav] if i else [wav]
+    np.testing.assert_allclose(result.audio, np.concatenate(pieces), atol=1e-6)
+
+
+def force_code_from_step_2(decoder, code: int) -> None:
+    """Make the GPT decoder graph put (almost) all weight on `code` in the logits of every one-position call
+    on a non-empty KV cache: the decode loop's steps 2, 3, ... (step 1's logits come from the prefill).
+    The latent pass's calls are changed too, but it reads only the hidden states."""
+    run = decoder.run
+
+    def forced(feeds):
+        out = run(feeds)
+        past = next(v for name, v in feeds.items() if name != "inputs_embeds")  # (rows, heads, past, head_dim)
+        if past.shape[2] > 0 and feeds["inputs_embeds"].shape[1] == 1:
+            logits = np.array(out[0])
+            logits[:, code] = 1e4
+            out = [logits, *out[1:]]
+        return out
+
+    decoder.run = forced
+
+
+def test_a_generated_code_outside_the_codebook_is_a_generation_error(tiny_bundle, voice):
+    """The GPT's start mel token has no codec row: drawn (random weights can), it stops synthesize and the
+    chunked stream with a GenerationError naming the code, its step and the codebook size, before the
+    mel decoder (an InputError about `codes`) or ONNX Runtime (an index error) sees it."""
+    manifest, graphs, tables = load_bundle(tiny_bundle)
+    start, size = manifest.gpt.start_mel_token, manifest.acoustic.codebook_size
+    assert start >= size
+    force_code_from_step_2(graphs["gpt_decoder"], start)
+    tts = IndexTTS2.from_graphs(manifest, graphs, tables)
+    want = rf"code {start} at step 2, but the codec has only {size} codes.*random weights\? try another seed"
+    options = SynthesisOptions(greedy=True, max_codes=12, min_codes=12, steps=2, seed=0)
+    with pytest.raises(GenerationError, match=want):
+        tts.synthesize("HELLO THERE.", voice, options)
+    with pytest.raises(GenerationError, match=want):
+        list(tts.stream("HELLO THERE.", voice, options))  # chunked: the check runs on every run of codes
