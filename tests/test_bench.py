@@ -152,6 +152,17 @@ def test_bench_without_torch(tiny_bundle, tmp_path):
     assert row["variant"] == tiny_bundle.name and row["vs_torch"] is None and row["median"]["codes"] == 4
 
 
+@pytest.mark.parametrize("which", ["checkpoint", "bundle"])
+def test_wrong_folders_are_one_line_errors(which, tiny_checkpoint, tiny_bundle, tmp_path, capsys):
+    """A folder that is not a checkpoint / bundle fails before any worker starts: one line, exit 1."""
+    ckpt, bundle = (tmp_path, tiny_bundle) if which == "checkpoint" else (tiny_checkpoint, tmp_path)
+    rc = main(["bench", "--checkpoint", str(ckpt), "--bundle", f"b={bundle}", "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    want = "config.yaml" if which == "checkpoint" else "manifest.json"
+    assert f"{tmp_path}: no {want} there" in err and not (tmp_path / "x.json").exists()
+
+
 def test_runtime_imports_nothing_of_the_bench():
     """Every runtime module, and the CLI's parser on a bench command line, load no module of the bench
     package: only running `bench` imports it."""

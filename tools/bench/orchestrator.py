@@ -115,6 +115,11 @@ def run_bench(variants: list[Variant], workload: Workload = Workload(), device: 
     if workload.codes < 1 or workload.steps < 1 or workload.beams < 1 or repeats < 1:
         raise InputError("--codes, --steps, --beams and --repeats must be >= 1")
     workload.options()  # every option in range (InputError naming it) before any model loads
+    for v in variants:  # the folders, before any worker starts
+        need = "config.yaml" if v.kind == TORCH else "manifest.json"
+        if not (Path(v.path) / need).is_file():
+            what = "--checkpoint: a checkpoint folder" if v.kind == TORCH else f"--bundle {v.name}: a bundle folder"
+            raise InputError(f"{v.path}: no {need} there", f"pass {what}")
     check_text(workload.text, variants)
     synthetic = voice is None
     with tempfile.TemporaryDirectory(prefix="indextts2-bench-") as tmp:

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from ..export import reference
-from ..export.checkpoint import CheckpointPaths
+from ..export.checkpoint import CheckpointError, CheckpointPaths
+from ..export.config import ConfigError
 from ..export.torch_pipeline import (TorchReference, conditioning, decode_mel, emotion_vector, generate_codes,
                                      prepare_speaker, vocode)
+from ..runtime.errors import IndexTTS2Error
 from ..runtime.pipeline import check_codebook, segment_seeds
 from .workload import Job, Output, Stopwatch, Workload, measure, one_segment, peak_rss_mib, worker_main
 
@@ -84,4 +86,4 @@ def torch_worker(job: Job) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(torch_worker))
+    sys.exit(worker_main(torch_worker, known=(IndexTTS2Error, ConfigError, CheckpointError)))

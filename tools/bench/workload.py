@@ -169,15 +169,17 @@ def measure(job: Job, load: Callable[[], M], synth: Callable[[M, str, Workload],
                    "median": medians(runs), "runs": runs}
 
 
-def worker_main(worker: Callable[[Job], dict], argv: list[str] | None = None) -> int:
-    """Child-process entry: run the job, print its report as one JSON line on stdout (logs go to stderr)."""
+def worker_main(worker: Callable[[Job], dict], argv: list[str] | None = None,
+                known: tuple[type[BaseException], ...] = (IndexTTS2Error,)) -> int:
+    """Child-process entry: run the job, print its report as one JSON line on stdout (logs go to stderr).
+    A `known` failure (bad input, a broken bundle or checkpoint) is one line on stderr, not a traceback."""
     p = argparse.ArgumentParser(description="indextts2-onnx bench worker (started by `indextts2-onnx bench`)")
     p.add_argument("--job", required=True, help="the Job as JSON")
     job = Job.from_json(p.parse_args(argv).job)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
     try:
         report = worker(job)
-    except IndexTTS2Error as e:  # a known failure: one line, not a traceback
+    except known as e:
         print(f"error: {job.variant}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(report), flush=True)
