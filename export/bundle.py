@@ -27,7 +27,7 @@ from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
-from .graphs import GraphSpec, Models, all_graphs
+from .graphs import DEFAULT_DECODER, GraphSpec, Models, all_graphs
 from .policy import OnFail, Precision, Target
 from .precision import DEVICE, GreedyProbe, Lowering, check_on_fail, lower, move_graph, parse_precision
 from .modules.bigvgan import load_bigvgan
@@ -137,7 +137,8 @@ def _lower_graphs(specs: dict[str, GraphSpec], models: Models, folder: Path, pla
             progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
             # the probe keeps reading fp32 files that get replaced
             _copy_graphs(folder, probe_dir, GreedyProbe.GRAPHS)
-            probe = GreedyProbe.build(probe_dir, folder / "gpt_tables.npz", folder / "bpe.model", dims)
+            probe = GreedyProbe.build(probe_dir, folder / "gpt_tables.npz", folder / "bpe.model", dims,
+                                      specs["gpt_decoder"])
         for name in order:
             requested = plan[name]
             if requested == Precision.FP32:
@@ -158,6 +159,11 @@ def _lower_graphs(specs: dict[str, GraphSpec], models: Models, folder: Path, pla
     return records
 
 
+def decoder_layout(manifest: Manifest) -> str:
+    """The KV-cache layout of a bundle's decoder (manifests before format 1.3: concat)."""
+    return manifest.graphs["gpt_decoder"].kv_cache.get("layout", "concat")
+
+
 def _copy_graphs(src: Path, dst: Path, names) -> None:
     """Copies of graphs and their data files in `dst` (not hard links: onnx refuses to load external data
     that has several links, and the quantizer loads the originals)."""
@@ -171,17 +177,21 @@ def _copy_graphs(src: Path, dst: Path, names) -> None:
 @torch.no_grad()
 def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                   progress: Progress = lambda msg: None, target: str = "any",
-                  precision: str | dict[str, str] | None = None, on_fail: str = "fallback") -> Manifest:
+                  precision: str | dict[str, str] | None = None, on_fail: str = "fallback",
+                  decoder: str = DEFAULT_DECODER) -> Manifest:
     """Export every component of the checkpoint at `paths` to the bundle folder `out`.
 
     target   : any (every graph fp32), cpu or cuda: sets each graph's default precision (GraphSpec.policy)
     precision: `--precision` text or a {graph: precision} plan overriding the target's defaults
     on_fail  : what a failed precision gate does: fallback (to the next higher precision), error (--strict)
-               or keep (ship it anyway, marked failed in the manifest: benchmarks on random weights only)"""
+               or keep (ship it anyway, marked failed in the manifest: benchmarks on random weights only)
+    decoder  : the decoder's KV-cache layout (graphs.DECODERS): shared (GroupQueryAttention over in-place
+               buffers) or concat (the first-generation graph; every runtime version runs it)"""
     out = Path(out)
     check_out(out, force)
     cfg = load_config(paths.config)
-    plan = _plan(precision, target, all_graphs(cfg))  # checks the target too
+    specs = all_graphs(cfg, decoder)  # refuses an unknown layout
+    plan = _plan(precision, target, specs)  # checks the target too
     target, on_fail = Target(target), check_on_fail(on_fail)
     models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
@@ -189,7 +199,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         raise CheckpointError(f"{paths.bpe}: file not found; the tokenizer is part of the checkpoint")
     with staged_folder(out, force) as tmp:
         graphs = {}
-        for spec in all_graphs(cfg):
+        for spec in specs:
             t0 = time.perf_counter()
             progress(f"exporting {spec.name}")
             path = export_graph(spec, models, tmp)
@@ -198,7 +208,8 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
             progress(f"{spec.name}: max |onnx - torch| {parity.max_abs_diff:.2e} (atol {spec.atol}), "
                      f"{time.perf_counter() - t0:.1f} s")
             graphs[spec.name] = GraphEntry(file=path.name, inputs=list(spec.inputs), outputs=list(spec.outputs),
-                                           parity=parity.to_dict(), kv_cache=dict(spec.kv_cache))
+                                           parity=parity.to_dict(), kv_cache=dict(spec.kv_cache),
+                                           roles=dict(spec.roles))
         _write_tables(models.gpt, tmp / "gpt_tables.npz")
         mel = cfg.s2mel.mel  # fmax None (config "None") means sr / 2, as upstream
         np.save(tmp / "mel_filterbank.npy", slaney_mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.fmin, mel.fmax))
@@ -225,7 +236,7 @@ def _finish(folder: Path, manifest: Manifest, models: Models, plan: dict[str, Pr
             on_fail: OnFail, progress: Progress) -> Manifest:
     """Lower the fp32 graphs in `folder` as planned, then write the manifest with every file's checksum
     (the enums as their plain strings)."""
-    specs = {spec.name: spec for spec in all_graphs(models.cfg)}
+    specs = {spec.name: spec for spec in all_graphs(models.cfg, decoder_layout(manifest))}
     records = _lower_graphs(specs, models, folder, plan, target, on_fail, manifest.gpt, progress)
     graphs = dict(manifest.graphs)
     for name, rec in records.items():
@@ -255,7 +266,7 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     if bad:
         raise ValueError(f"{source}: files changed since export ({', '.join(bad)}); re-export it")
     cfg = load_config(paths.config)
-    plan = _plan(precision, target, all_graphs(cfg))  # checks the target too
+    plan = _plan(precision, target, all_graphs(cfg, decoder_layout(src)))  # checks the target too
     target, on_fail = Target(target), check_on_fail(on_fail)
     if cfg.raw != src.config:
         raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")

@@ -34,6 +34,7 @@ def export_graph(spec: GraphSpec, models: Models, out_dir: Path) -> Path:
             input_names=list(spec.inputs),
             output_names=list(spec.outputs),
             dynamic_shapes=spec.dynamic_shapes(),
+            custom_translation_table=spec.translations() if spec.translations else None,
             verbose=False,
         )
     program.save(str(path), external_data=True)

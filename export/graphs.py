@@ -21,6 +21,7 @@ from torch.export import Dim
 
 from ..runtime.kv_cache import cache_names
 from .config import IndexTTS2Config
+from .modules import gqa
 from .policy import (ACOUSTIC_SNR_MIN_DB, DECODER_LOGIT_REL_L2_MAX, DECODER_LOGIT_REL_L2_MAX_INT4, ENCODER_COSINE_MIN,
                      ExportPolicy, Gate, Precision, Target)
 
@@ -44,6 +45,19 @@ class Models:
 
 # The decoder's KV-cache name patterns by role; the manifest records them (graphs["gpt_decoder"].kv_cache)
 KV_CACHE = {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}"}
+
+
+# The decoder's other I/O by role (manifest roles). The shared-buffer decoder adds the mel codes it embeds
+# itself and GroupQueryAttention's lengths: seqlens_k (rows,) int32 = tokens per row after the call - 1,
+# total_sequence_length () int32 = their maximum + 1.
+DECODER_ROLES = {"embeds": "inputs_embeds", "logits": "logits", "hidden": "hidden_states"}
+SHARED_DECODER_ROLES = {**DECODER_ROLES, "codes": "mel_codes", "positions": "mel_positions",
+                        "seqlens_k": "seqlens_k", "total_length": "total_sequence_length"}
+# KV-cache layouts: "concat" returns past + new as presents (P + S); "shared" reads and writes one max-length
+# buffer per layer that the runtime binds as both past and present.
+DECODERS = ("concat", "shared")
+DEFAULT_DECODER = "concat"
+SHARED_KV_CACHE = {**KV_CACHE, "layout": "shared"}
 
 
 def kv_names(role: str, layers: int) -> list[str]:
@@ -83,6 +97,20 @@ class Decoder(nn.Module):
     def forward(self, inputs_embeds, *past):
         logits, hidden, presents = self.gpt.decode(inputs_embeds, list(past))
         return (logits, hidden, *presents)
+
+
+class SharedDecoder(nn.Module):
+    """The second-generation decoder (modules/gqa.py): GroupQueryAttention over shared max-length KV
+    buffers, mel codes embedded in the graph."""
+
+    def __init__(self, m: Models):
+        super().__init__()
+        self.gpt = m.gpt
+
+    def forward(self, inputs_embeds, mel_codes, mel_positions, seqlens_k, total_sequence_length, *caches):
+        logits, hidden, caches = self.gpt.decode_shared(inputs_embeds, mel_codes, mel_positions, list(caches),
+                                                        seqlens_k, total_sequence_length)
+        return (logits, hidden, *caches)
 
 
 class SemanticEncoder(nn.Module):
@@ -165,14 +193,17 @@ class GraphSpec:
     atol: float  # max |onnx - torch| allowed in fp32 on CPU (exact for integer outputs)
     policy: ExportPolicy = field(default_factory=ExportPolicy)  # lower precisions and their gate (fp32 only)
     bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> (min, max) where needed
-    varargs: bool = False  # inputs after the first are one *args tuple (the KV cache)
+    varargs: int = 0  # > 0: inputs after the first `varargs` are one *args tuple (the KV cache)
     kv_cache: dict[str, str] = field(default_factory=dict)  # role -> name pattern of a KV cache (manifest kv_cache)
+    roles: dict[str, str] = field(default_factory=dict)  # role -> I/O name the runtime addresses it by (manifest roles)
+    translations: Callable[[], dict] | None = None  # custom ops -> ONNX (torch.onnx custom_translation_table)
 
     def dynamic_shapes(self) -> tuple:
         """torch.onnx's form: {axis: name} per input, a named Dim where a symbol has bounds."""
         dims = {s: Dim(s, min=lo, max=hi) for s, (lo, hi) in self.bounds.items()}
         axes = [{a: dims.get(s, s) for a, s in ax.items()} or None for ax in self.inputs.values()]
-        return (axes[0], tuple(axes[1:])) if self.varargs else tuple(axes)
+        n = self.varargs
+        return (*axes[:n], tuple(axes[n:])) if n else tuple(axes)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -195,6 +226,23 @@ def _decoder_inputs(m: Models, batch: int, seq: int, past: int, seed: int) -> tu
     c = m.cfg.gpt
     kv = [_randn(seed + 1 + i, batch, c.heads, past, c.head_dim) for i in range(2 * c.layers)]
     return (_randn(seed, batch, seq, c.model_dim), *kv)
+
+
+def _shared_decoder_inputs(m: Models, before: list[int], embeds: int, codes: int, max_len: int, seed: int) -> tuple:
+    """One shared-buffer decoder call: row b holds before[b] tokens (random rows, zeros after them, as the
+    runtime's buffers) and gets `embeds` host rows then `codes` mel codes at mel positions from `before`."""
+    c, batch, new = m.cfg.gpt, len(before), embeds + codes
+    caches = []
+    for i in range(2 * c.layers):
+        buf = torch.zeros(batch, c.heads, max_len, c.head_dim)
+        for b, p in enumerate(before):
+            buf[b, :, :p] = _randn(seed + 10 + i * batch + b, c.heads, p, c.head_dim)
+        caches.append(buf)
+    positions = torch.tensor([[p + j for j in range(codes)] for p in before], dtype=torch.int64).reshape(batch, codes)
+    seqlens = torch.tensor([p + new - 1 for p in before], dtype=torch.int32)
+    total = torch.tensor(max(before) + new, dtype=torch.int32)
+    return (_randn(seed, batch, embeds, c.model_dim), _ints(seed + 1, c.number_mel_codes, batch, codes), positions,
+            seqlens, total, *caches)
 
 
 def _features(m: Models, batch: int, frames: int, seed: int, masked_tail: int = 0) -> tuple:
@@ -223,9 +271,9 @@ def _projector_inputs(m: Models, batch: int, n: int, seed: int) -> tuple:
     return (_randn(seed, batch, n, m.cfg.s2mel.gpt_dim), _ints(seed, m.cfg.semantic_codec.codebook_size, batch, n))
 
 
-def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
-    """The three GPT graphs. Semantic frame counts stay <= 1024 (quirk 3: no padding mask upstream)."""
-    layers = cfg.gpt.layers
+def gpt_graphs(cfg: IndexTTS2Config, decoder: str = DEFAULT_DECODER) -> tuple[GraphSpec, ...]:
+    """The three GPT graphs, the decoder in the `decoder` layout (DECODERS). Semantic frame counts stay
+    <= 1024 (quirk 3: no padding mask upstream)."""
     return (
         GraphSpec(
             name="gpt_speaker_conditioning",
@@ -255,7 +303,25 @@ def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
                                 defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
                                 gate=Gate("cosine", ENCODER_COSINE_MIN), probed=True),
         ),
-        GraphSpec(
+        decoder_spec(cfg, decoder),
+    )
+
+
+def decoder_spec(cfg: IndexTTS2Config, layout: str = DEFAULT_DECODER) -> GraphSpec:
+    """gpt_decoder in one of the KV-cache layouts (DECODERS); both hold the only copy of the GPT body and
+    serve the prefill, the decode steps (batch = beams, or several requests) and the latent pass.
+
+    concat: inputs_embeds (B, S, d) and the pasts (B, heads, P, hd) -> logits, hidden, presents (P + S);
+            the runtime embeds mel codes itself (gpt_tables.npz).
+    shared: host rows inputs_embeds (B, E, d) then mel codes (B, M) at mel positions, embedded in the
+            graph; GroupQueryAttention over (B, heads, max_len, hd) buffers that the runtime binds as both
+            past and present; row b's new tokens land at seqlens_k[b] + 1 - (E + M) .. seqlens_k[b]."""
+    if layout not in DECODERS:
+        raise ValueError(f"decoder layout {layout!r}: use one of {', '.join(DECODERS)}")
+    layers = cfg.gpt.layers
+    policy = _decoder_policy()
+    if layout == "concat":
+        return GraphSpec(
             name="gpt_decoder",
             inputs={"inputs_embeds": {0: "batch", 1: "seq"},
                     **{n: {0: "batch", 2: "past_seq"} for n in kv_names("past", layers)}},
@@ -268,19 +334,45 @@ def gpt_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
                              _decoder_inputs(m, 1, 1, 1, 3), _decoder_inputs(m, 2, 5, 9, 4),
                              _decoder_inputs(m, 1, 300, 0, 5)],
             atol=1e-4,
-            # INT8 on CPU, fp16 on CUDA, 4-bit weights when asked (gpt_decoder=int4). The logit bound (looser for
-            # 4-bit) screens, then greedy decoding must reproduce the fp32 codes. fp16 keeps the float I/O fp32
-            # except the cache: the runtime feeds embeddings and reads logits as before while past/present live
-            # in fp16 (half the memory and bandwidth per step)
-            policy=ExportPolicy(allowed=(Precision.INT4, Precision.INT8, Precision.FP16, Precision.FP32),
-                                defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
-                                gate=Gate("rel_l2", DECODER_LOGIT_REL_L2_MAX, ("logits",),
-                                          thresholds={Precision.INT4: DECODER_LOGIT_REL_L2_MAX_INT4}),
-                                probed=True, fp32_io=("inputs_embeds", "logits", "hidden_states")),
-            varargs=True,
+            policy=policy,
+            varargs=1,
             kv_cache=dict(KV_CACHE),
-        ),
+            roles=dict(DECODER_ROLES),
+        )
+    return GraphSpec(
+        name="gpt_decoder",
+        inputs={"inputs_embeds": {0: "batch", 1: "embeds"}, "mel_codes": {0: "batch", 1: "codes"},
+                "mel_positions": {0: "batch", 1: "codes"}, "seqlens_k": {0: "batch"}, "total_sequence_length": {},
+                **{n: {0: "batch", 2: "max_len"} for n in kv_names("past", layers)}},
+        outputs={"logits": {0: "batch"}, "hidden_states": {0: "batch", 1: "seq"},
+                 **{n: {0: "batch", 2: "max_len"} for n in kv_names("present", layers)}},
+        wrapper=SharedDecoder,
+        example=lambda m: _shared_decoder_inputs(m, [4, 4], 3, 2, 16, 0),
+        # ONNX Runtime runs S > 1 only with one row: prefill (E rows + the start code), single steps for
+        # 3 beams of one request and for three requests of different lengths, a latent-pass chunk, a long
+        # latent pass
+        cases=lambda m: [_shared_decoder_inputs(m, [0], 40, 1, 64, 1), _shared_decoder_inputs(m, [57] * 3, 0, 1, 64, 2),
+                         _shared_decoder_inputs(m, [9, 30, 57], 0, 1, 64, 3),
+                         _shared_decoder_inputs(m, [9], 0, 5, 32, 4), _shared_decoder_inputs(m, [0], 300, 40, 352, 5)],
+        atol=1e-4,
+        policy=policy,
+        varargs=5,
+        kv_cache=dict(SHARED_KV_CACHE),
+        roles=dict(SHARED_DECODER_ROLES),
+        translations=gqa.translation_table,
     )
+
+
+def _decoder_policy() -> ExportPolicy:
+    # INT8 on CPU, fp16 on CUDA, 4-bit weights when asked (gpt_decoder=int4). The logit bound (looser for
+    # 4-bit) screens, then greedy decoding must reproduce the fp32 codes. fp16 keeps the float I/O fp32
+    # except the cache: the runtime feeds embeddings and reads logits as before while past/present live
+    # in fp16 (half the memory and bandwidth per step)
+    return ExportPolicy(allowed=(Precision.INT4, Precision.INT8, Precision.FP16, Precision.FP32),
+                        defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                        gate=Gate("rel_l2", DECODER_LOGIT_REL_L2_MAX, ("logits",),
+                                  thresholds={Precision.INT4: DECODER_LOGIT_REL_L2_MAX_INT4}),
+                        probed=True, fp32_io=("inputs_embeds", "logits", "hidden_states"))
 
 
 def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
@@ -392,5 +484,5 @@ def _semantic_codec(m: Models, batch: int, frames: int, seed: int) -> tuple:
     return (_randn(seed, batch, frames, m.cfg.semantic_codec.hidden_size),)
 
 
-def all_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
-    return gpt_graphs(cfg) + acoustic_graphs(cfg)
+def all_graphs(cfg: IndexTTS2Config, decoder: str = DEFAULT_DECODER) -> tuple[GraphSpec, ...]:
+    return gpt_graphs(cfg, decoder) + acoustic_graphs(cfg)

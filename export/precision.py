@@ -26,13 +26,13 @@ from typing import Callable, ClassVar, Iterable
 import numpy as np
 
 from ..runtime.gpt import CodeGenerator, GptTables
-from ..runtime.kv_cache import DecoderIO
+from ..runtime.kv_cache import DecoderIO, declared_io
 from ..runtime.manifest import GPTDims
 from ..runtime.sampling import SamplingOptions
 from ..runtime.sessions import Graph
 from ..runtime.text import Tokenizer
 from . import quantize as q
-from .graphs import GraphSpec, Models, kv_names
+from .graphs import GraphSpec, Models
 from .policy import PRECISIONS, ExportPolicy, OnFail, Precision, Target
 from .verify import ParityError, cpu_session
 
@@ -168,12 +168,14 @@ class GreedyProbe:
     prompts: list[tuple[np.ndarray, np.ndarray, list[int]]]  # (features (1, T, 160), mask (1, T), text ids)
     tables: GptTables
     dims: GPTDims
+    io: DecoderIO  # the decoder's I/O by role, as its spec declares them
     reference: list[np.ndarray] = field(default_factory=list)
     accepted: dict[str, Path] = field(default_factory=dict)  # converted graphs that passed, by name
 
     @staticmethod
-    def build(folder: Path, tables: Path, tokenizer: Path, dims: GPTDims) -> "GreedyProbe":
-        """Prompts, and the reference codes of the fp32 graphs `<name>.onnx` in `folder`."""
+    def build(folder: Path, tables: Path, tokenizer: Path, dims: GPTDims, decoder: GraphSpec) -> "GreedyProbe":
+        """Prompts, and the reference codes of the fp32 graphs `<name>.onnx` in `folder` (`decoder`: the
+        decoder's spec, for its I/O roles and cache layout)."""
         tok = Tokenizer.load(tokenizer)
         prompts = []
         for i, (text, frames) in enumerate(zip(GATE_TEXTS, GATE_SEMANTIC_FRAMES)):
@@ -181,7 +183,8 @@ class GreedyProbe:
             ids = [t for t in tok.segments(text)[0] if 0 <= t < dims.number_text_tokens][: dims.max_text_tokens]
             prompts.append((features, np.ones((1, frames), dtype=np.int64), ids))
         files = {name: folder / f"{name}.onnx" for name in GreedyProbe.GRAPHS}
-        probe = GreedyProbe(files, prompts, GptTables.load(tables), dims)
+        io = declared_io(decoder.kv_cache, decoder.roles, dims.layers)
+        probe = GreedyProbe(files, prompts, GptTables.load(tables), dims, io)
         probe.reference = probe.codes()
         return probe
 
@@ -189,8 +192,7 @@ class GreedyProbe:
         """Greedy codes of every prompt: accepted graphs and `swap` (name -> file) replace the fp32 ones."""
         paths = {**self.files, **self.accepted, **(swap or {})}
         g = {name: _graph(paths[name], name) for name in self.GRAPHS}
-        io = DecoderIO(tuple(kv_names("past", self.dims.layers)), tuple(kv_names("present", self.dims.layers)))
-        gen = CodeGenerator(g["gpt_decoder"], self.tables, self.dims, io)  # the exporter's names, by role
+        gen = CodeGenerator(g["gpt_decoder"], self.tables, self.dims, self.io)
         options = SamplingOptions(greedy=True, num_beams=1)
         out = []
         for features, mask, ids in self.prompts:

@@ -64,7 +64,7 @@ def _export(args: argparse.Namespace) -> int:
                                    on_fail, force=args.force, progress=progress)
         else:
             ex.bundle.export_bundle(paths, Path(args.out), force=args.force, progress=progress, target=args.target,
-                                    precision=args.precision, on_fail=on_fail)
+                                    precision=args.precision, on_fail=on_fail, decoder=args.decoder)
     except (ex.config.ConfigError, ex.checkpoint.CheckpointError, ex.verify.ParityError, FileExistsError,
             ValueError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -93,7 +93,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     failed = 0
-    for spec in ex.graphs.all_graphs(cfg):
+    for spec in ex.graphs.all_graphs(cfg, ex.bundle.decoder_layout(manifest)):
         entry = manifest.graphs.get(spec.name)
         if entry is None:
             print(f"FAIL {spec.name}: not in the bundle")
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", default=None, metavar="P|GRAPH=P,...",
                    help="override the target's precisions (fp32, fp16, int8, int4): a bare value for every "
                         "graph that allows it, GRAPH=P for one (e.g. gpt_decoder=int4)")
+    e.add_argument("--decoder", default="concat", choices=("shared", "concat"),
+                   help="the GPT decoder's KV cache: shared (GroupQueryAttention over buffers updated in place; "
+                        "bundle format 1.3) or concat (default; the layout of every earlier bundle)")
     e.add_argument("--from-bundle", default=None, metavar="FP32_BUNDLE",
                    help="lower this fp32 bundle (exported from the same checkpoint) instead of tracing again")
     gate = e.add_mutually_exclusive_group()

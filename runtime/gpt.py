@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .kv_cache import DecoderIO, KVCache, decoder_io
+from .decoder_graph import open_decoder
+from .kv_cache import DecoderIO, decoder_io
 from .manifest import GPTDims
 from .sampling import SamplingOptions, make_decoder
 from .sessions import Graph
@@ -53,9 +54,10 @@ class GptTables:
 
 @dataclass
 class CodeGenerator:
-    """The decode loop over the decoder graph, which it addresses by role (`io`): embeddings and the past
-    cache in, logits, hidden states and presents out. `io` defaults to the names the decoder's manifest
-    entry declares (`kv_cache.decoder_io`; a graph opened without one has the legacy names)."""
+    """The decode loop over the decoder graph, which it addresses by role (`io`) in the graph's cache
+    layout (decoder_graph: concat or shared). `io` defaults to the names the decoder's manifest entry
+    declares (`kv_cache.decoder_io`; a graph opened without one has the legacy names). `calls` is the
+    layout's decoder interface (start, step, extend, reorder), also for tools that time single steps."""
 
     decoder: Graph
     tables: GptTables
@@ -65,41 +67,32 @@ class CodeGenerator:
     def __post_init__(self):
         if self.io is None:
             self.io = decoder_io(getattr(self.decoder, "entry", None), self.dims)
+        self.calls = open_decoder(self.decoder, self.io, self.dims, self.tables.mel_embedding,
+                                  self.tables.mel_pos_embedding)
 
     def prefix(self, speaker_latent: np.ndarray, emovec: np.ndarray) -> np.ndarray:
         """(1, 32, d) speaker latents and (1, d) emotion vector -> the (1, 34, d) conditioning rows."""
         speed = self.tables.speed_embedding[[1, 0]][None]  # (1, 2, d)
         return np.concatenate([speaker_latent + emovec[:, None, :], speed], axis=1).astype(np.float32)
 
-    def _text(self, ids: list[int]) -> np.ndarray:
-        d = self.dims
+    def _rows(self, prefix: np.ndarray, ids: list[int]) -> np.ndarray:
+        """[prefix | start text, ids, stop text at text positions] -> (1, 34+L+2, d): the host-built rows
+        before the mel tokens."""
+        d, t = self.dims, self.tables
         ids = [d.start_text_token, *ids, d.stop_text_token]
-        t = self.tables
-        return (t.text_embedding[ids] + t.text_pos_embedding[: len(ids)])[None]  # (1, L+2, d)
+        text = (t.text_embedding[ids] + t.text_pos_embedding[: len(ids)])[None]  # (1, L+2, d)
+        return np.concatenate([prefix, text], axis=1).astype(np.float32)
 
-    def _up_to_start(self, prefix: np.ndarray, ids: list[int]) -> np.ndarray:
-        """[prefix | start text, ids, stop text | start mel token at mel position 0] -> (1, 34+L+3, dim)."""
-        start = self._mel(np.array([self.dims.start_mel_token]), np.array([0]))[None]  # (1, 1, dim)
-        return np.concatenate([prefix, self._text(ids), start], axis=1)
+    def _capacity(self, rows: np.ndarray) -> int:
+        """Positions a sequence can reach: its host rows and every mel position (start, codes, stop)."""
+        return rows.shape[1] + self.tables.mel_pos_embedding.shape[0]
 
-    def _mel(self, codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        t = self.tables
-        return t.mel_embedding[codes] + t.mel_pos_embedding[positions]  # (..., d)
-
-    def step(self, x: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """One decoder call: embeddings x (rows, seq, d) at the positions after the cache's ->
-        logits (rows, V) at the last position, final-normed hidden states (rows, seq, d) and the presents
-        (the cache extended by seq positions, in the cache's order). The cache is left as it is:
-        `cache.update(presents)` makes them the next call's past."""
-        io = self.io
-        feeds = {io.embeds: np.ascontiguousarray(x, dtype=np.float32), **cache.feeds()}
-        out = dict(zip(self.decoder.outputs, self.decoder.run(feeds)))
-        return out[io.logits], out[io.hidden], [out[name] for name in io.present]
-
-    def empty_cache(self, rows: int) -> KVCache:
-        """An empty cache of `rows` rows in the dtype the decoder keeps it in (fp16 in fp16 bundles)."""
-        d, names = self.dims, self.io.past
-        return KVCache.empty(names, rows, d.heads, d.head_dim, dtype=self.decoder.input_dtype(names[0]))
+    def _start(self, prefix: np.ndarray, ids: list[int]):
+        """The rows up to the start mel token (at mel position 0) through the decoder -> (logits, hidden,
+        state)."""
+        rows = self._rows(prefix, ids)
+        start = np.array([self.dims.start_mel_token], dtype=np.int64)
+        return self.calls.start(rows, start, np.zeros(1, dtype=np.int64), self._capacity(rows))
 
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
                  rng: np.random.Generator, trace: list | None = None, min_codes: int = 0,
@@ -126,15 +119,13 @@ class CodeGenerator:
         stops iterating stops the decoding."""
         d = self.dims
         ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
-        x = self._up_to_start(prefix, ids)  # (1, 34+L+3, dim)
-        fake_ids = [1] * (x.shape[1] - 1) + [d.start_mel_token]
+        calls = self.calls
+        # Prefill once with one row; every beam starts from the same prefix, so the cache is tiled.
+        logits, hidden, cache = self._start(prefix, ids)
+        fake_ids = [1] * (hidden.shape[1] - 1) + [d.start_mel_token]  # (34+L+3 positions)
         decoder = make_decoder(options, prompt_ids=fake_ids, eos_id=d.stop_mel_token,
                                max_new_tokens=max_codes, rng=rng)
-        # Prefill once with one row; every beam starts from the same prefix, so the cache is tiled.
-        cache = self.empty_cache(1)
-        logits, _, presents = self.step(x, cache)
-        cache.update(presents)
-        cache.reorder(np.zeros(decoder.rows, dtype=np.int64))
+        calls.reorder(cache, np.zeros(decoder.rows, dtype=np.int64))
         logits = np.repeat(logits, decoder.rows, axis=0)
         emitted = np.zeros(0, dtype=np.int64)  # codes yielded so far
         for k in range(1, max_codes + 1):
@@ -147,10 +138,8 @@ class CodeGenerator:
                 emitted = settled
             if step.done:
                 break
-            cache.reorder(step.source_rows)
-            positions = np.full(step.tokens.shape, k + 1)
-            logits, _, presents = self.step(self._mel(step.tokens, positions)[:, None, :], cache)
-            cache.update(presents)
+            calls.reorder(cache, step.source_rows)
+            logits = calls.step(cache, np.asarray(step.tokens, dtype=np.int64), np.full(len(step.tokens), k + 1))
         codes = np.asarray(decoder.finalize(), dtype=np.int64)
         stops = np.flatnonzero(codes == d.stop_mel_token)
         codes = codes[: stops[0]] if stops.size else codes
@@ -163,10 +152,9 @@ class CodeGenerator:
         """Upstream's second pass: final-normed hidden states that predicted each code -> (1, N, d)."""
         d = self.dims
         mel_ids = np.concatenate([[d.start_mel_token], codes, [d.stop_mel_token]]).astype(np.int64)
-        mel = self._mel(mel_ids, np.arange(mel_ids.shape[0]))[None]  # (1, N+2, d)
-        x = np.concatenate([prefix, self._text(list(text_ids)), mel], axis=1)
-        _, hidden, _ = self.step(x, self.empty_cache(1))
+        rows = self._rows(prefix, list(text_ids))
         n = mel_ids.shape[0]
+        _, hidden, _ = self.calls.start(rows, mel_ids, np.arange(n), rows.shape[1] + n)  # (1, 34+L+2+N+2, d)
         return np.ascontiguousarray(hidden[:, -n:-2])
 
     def latent_stream(self, prefix: np.ndarray, text_ids: list[int]) -> "LatentStream":
@@ -175,10 +163,7 @@ class CodeGenerator:
         The GPT is causal and latent row i is the hidden state at the token *before* code i (start mel
         token for i = 0), so the rows for codes[:k] never depend on later codes or on the stop token;
         the concatenated `extend` outputs equal `latent(prefix, text_ids, codes)` up to float rounding."""
-        x = self._up_to_start(prefix, list(text_ids))  # the first rows of latent()'s input
-        cache = self.empty_cache(1)
-        _, hidden, presents = self.step(x, cache)
-        cache.update(presents)
+        _, hidden, cache = self._start(prefix, list(text_ids))  # the first rows of latent()'s input
         return LatentStream(self, cache, np.ascontiguousarray(hidden[:, -1:]), 1)
 
 
@@ -190,7 +175,7 @@ class LatentStream:
     position: mel position the next code is fed at (the start token is at 0, code i at i + 1, as in latent)"""
 
     generator: CodeGenerator
-    cache: KVCache
+    cache: object  # the layout's state: KVCache or SharedKV
     pending: np.ndarray
     position: int
 
@@ -200,10 +185,8 @@ class LatentStream:
         n = codes.shape[0]
         if n == 0:
             return self.pending[:, :0].astype(np.float32)
-        g = self.generator
-        x = g._mel(codes, np.arange(self.position, self.position + n))[None]  # (1, n, d)
-        _, hidden, presents = g.step(x, self.cache)  # hidden (1, n, d): row j predicts code j + 1
-        self.cache.update(presents)
+        positions = np.arange(self.position, self.position + n)
+        hidden = self.generator.calls.extend(self.cache, codes, positions)  # (1, n, d): row j predicts code j + 1
         rows = np.concatenate([self.pending, hidden[:, :-1]], axis=1).astype(np.float32)  # (1, n, d)
         self.pending = np.ascontiguousarray(hidden[:, -1:])
         self.position += n

@@ -260,7 +260,14 @@ def check_decoder(bundle: Path, graph: Graph, manifest: Manifest) -> None:
     if len(set(names)) != len(names):
         raise BundleError(f"{bundle / MANIFEST}: {declared} gives two cache tensors the same name for gpt.layers "
                           f"{d.layers}", MISMATCH)
+    unnamed = [role for role, name in io.names().items() if name is None]
+    if unnamed:
+        raise BundleError(f'{bundle / MANIFEST}: graphs["{graph.name}"].roles names no {unnamed[0]} input, which '
+                          f'its {io.layout} cache layout needs', MISMATCH)
     want = {io.embeds: ("the embeddings", (None, None, d.model_dim))}
+    if io.layout == "shared":  # mel codes embedded in the graph and GroupQueryAttention's lengths
+        want |= {io.codes: ("the mel codes", (None, None)), io.positions: ("the mel positions", (None, None)),
+                 io.seqlens_k: ("the lengths - 1", (None,)), io.total_length: ("the longest length", ())}
     want |= {name: (f"the past {io.role(i)}", (None, d.heads, None, d.head_dim)) for i, name in enumerate(io.past)}
     shapes = {arg.name: arg.shape for arg in graph.session.get_inputs()}
     for name, (role, shape) in want.items():
@@ -273,8 +280,9 @@ def check_decoder(bundle: Path, graph: Graph, manifest: Manifest) -> None:
                               f"{['*' if w is None else w for w in shape]}", MISMATCH)
     extra = [name for name in shapes if name not in want]
     if extra:
-        raise BundleError(f"{path}: input {extra[0]} is neither the embeddings nor a past of the gpt.layers "
-                          f"{d.layers} the manifest declares ({declared})", MISMATCH)
+        raise BundleError(f"{path}: input {extra[0]} has no role: it is neither an input of the {io.layout} "
+                          f"layout nor a past of the gpt.layers {d.layers} the manifest declares ({declared})",
+                          MISMATCH)
     outputs = {io.logits: "the logits", io.hidden: "the hidden states"}
     outputs |= {name: f"the present {io.role(i)}" for i, name in enumerate(io.present)}
     missing = [name for name in outputs if name not in graph.outputs]

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 from .errors import BundleError
-from .kv_cache import KV_CACHE_RULE, is_kv_cache
+from .kv_cache import KV_CACHE_RULE, ROLES_RULE, is_kv_cache, is_roles
 
-FORMAT_VERSION = "1.2"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns
+FORMAT_VERSION = "1.3"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns;
+# 1.3: graphs' I/O roles, the decoder's cache layout (concat or shared)
 MANIFEST = "manifest.json"
 TABLE_ROLES = ("gpt_tables", "emotion_matrix", "speaker_matrix", "tokenizer", "mel_filterbank")
 
@@ -82,7 +83,9 @@ class GraphEntry:
     the precision asked for, the one shipped and every attempt's gate results with their thresholds
     (empty for an fp32 graph nobody asked to lower). `kv_cache` declares which inputs and outputs hold a
     KV cache, by name pattern (runtime.kv_cache); empty for graphs without one, and for gpt_decoder in
-    bundles written before the field existed (format 1.1), whose names are kv_cache.LEGACY_KV_CACHE's."""
+    bundles written before the field existed (format 1.1), whose names are kv_cache.LEGACY_KV_CACHE's;
+    its "layout" says whether presents extend the pasts or share their buffers. `roles` names the other
+    inputs and outputs the runtime addresses (kv_cache.LAYOUT_ROLES; legacy names before format 1.3)."""
 
     file: str
     inputs: list[str]
@@ -93,6 +96,7 @@ class GraphEntry:
     parity: dict = field(default_factory=dict)  # the export-time check: atol, max_abs_diff, cases
     gate: dict = field(default_factory=dict)  # requested, chosen, attempts [{precision, passed, results, size}]
     kv_cache: dict[str, str] = field(default_factory=dict, metadata=_rule(is_kv_cache, KV_CACHE_RULE))
+    roles: dict[str, str] = field(default_factory=dict, metadata=_rule(is_roles, ROLES_RULE))  # role -> I/O name
 
 
 @dataclass(frozen=True)

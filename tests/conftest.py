@@ -38,6 +38,18 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_shared_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The same checkpoint exported with the shared-buffer (GroupQueryAttention) decoder."""
+    pytest.importorskip("torch")
+    from indextts2_onnx.export.bundle import export_bundle
+    from indextts2_onnx.export.checkpoint import CheckpointPaths
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny_shared"
+    export_bundle(CheckpointPaths.of(tiny_checkpoint), out, decoder="shared")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt(tiny_checkpoint):
     """Our torch UnifiedVoice loaded strictly from the tiny gpt.pth."""
     pytest.importorskip("torch")

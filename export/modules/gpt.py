@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GPTConfig
+from .gqa import shared_kv_attention
 from .perceiver import emotion_conditioner, speaker_conditioner
 
 
@@ -60,6 +61,14 @@ class CausalSelfAttention(nn.Module):
         y = torch.matmul(att, v).transpose(1, 2).reshape(B, S, C)  # (B, S, C)
         return self.c_proj(y), k, v
 
+    def shared(self, x, k_cache, v_cache, seqlens_k, total_len):
+        """The same attention over shared max-length buffers (modules/gqa.py): x (B, S, C); caches
+        (B, nh, L, hs) with the new rows written at seqlens_k + 1 - S .. seqlens_k."""
+        C = x.shape[2]
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, S, C) each: GQA takes them unsplit by head
+        y, k_cache, v_cache = shared_kv_attention(q, k, v, k_cache, v_cache, seqlens_k, total_len, self.n_head)
+        return self.c_proj(y), k_cache, v_cache
+
 
 def causal_mask(n_query: int, n_key: int, dtype: torch.dtype) -> torch.Tensor:
     """Additive mask (S, P+S): query i (absolute position P+i) sees keys 0..P+i.
@@ -98,6 +107,12 @@ class Block(nn.Module):
         x = x + self.mlp(self.ln_2(x))
         return x, k, v
 
+    def shared(self, x, k_cache, v_cache, seqlens_k, total_len):
+        a, k_cache, v_cache = self.attn.shared(self.ln_1(x), k_cache, v_cache, seqlens_k, total_len)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, k_cache, v_cache
+
 
 class GPT2Body(nn.Module):
     """HF GPT2Model without wte/wpe (upstream removes both): blocks `h.N`, then `ln_f`."""
@@ -116,6 +131,15 @@ class GPT2Body(nn.Module):
             x, k, v = block(x, past[2 * i], past[2 * i + 1])
             presents += [k, v]
         return self.ln_f(x), presents
+
+    def shared(self, x: torch.Tensor, caches: list[torch.Tensor], seqlens_k: torch.Tensor,
+               total_len: torch.Tensor):
+        """`forward` over shared buffers: caches [k0, v0, ...] each (B, nh, L, hs) -> ln_f(hidden), caches'."""
+        out = []
+        for i, block in enumerate(self.h):
+            x, k, v = block.shared(x, caches[2 * i], caches[2 * i + 1], seqlens_k, total_len)
+            out += [k, v]
+        return self.ln_f(x), out
 
 
 class LearnedPositionEmbeddings(nn.Module):
@@ -189,6 +213,21 @@ class UnifiedVoice(nn.Module):
         h = self.final_norm(h)  # upstream applies ln_f and then final_norm
         logits = self.mel_head(h[:, -1])  # (B, V)
         return logits, h, presents
+
+    def decode_shared(self, inputs_embeds: torch.Tensor, mel_codes: torch.Tensor, mel_positions: torch.Tensor,
+                      caches: list[torch.Tensor], seqlens_k: torch.Tensor, total_len: torch.Tensor):
+        """The second-generation decoder call: host-built rows, then mel codes embedded in the graph.
+
+        inputs_embeds (B, E, d): conditioning/text rows (E = 0 in decode steps); mel_codes, mel_positions
+        (B, M) int64: codes and their mel positions, embedded as `mel_inputs` and appended; caches
+        [k0, v0, ...] each (B, nh, L, hs), shared buffers; seqlens_k int32 (B,) = tokens per row after
+        the call - 1; total_len int32 () = the largest seqlens_k + 1.
+        -> (last-position mel logits (B, V), final-normed hidden (B, E + M, d), caches')."""
+        mel = self.mel_embedding(mel_codes) + self.mel_pos_embedding.emb(mel_positions)  # (B, M, d)
+        x = torch.cat([inputs_embeds, mel], dim=1)  # (B, E + M, d)
+        h, caches = self.gpt.shared(x, caches, seqlens_k, total_len)
+        h = self.final_norm(h)
+        return self.mel_head(h[:, -1]), h, caches
 
     def empty_past(self, batch: int) -> list[torch.Tensor]:
         c = self.cfg

@@ -92,3 +92,48 @@ def test_missing_gpt_file_is_a_clear_error(tiny_checkpoint, tmp_path):
     paths = CheckpointPaths.of(tiny_checkpoint, cfg, gpt=tmp_path / "nope.pth")
     with pytest.raises(CheckpointError, match=r"nope\.pth: file not found"):
         load_gpt(paths, cfg)
+
+
+def test_shared_buffer_decode_equals_concat_decode(tiny_gpt):
+    """decode_shared (the GroupQueryAttention graph's torch side: modules/gqa.py's eager body) computes what
+    decode does: a prefill from host rows plus the start code, single steps, a 3-code chunk, and one step
+    for three rows of different lengths. Same float ops in the same order, so equal to float rounding
+    (atol 1e-5; observed 0)."""
+    c = tiny_gpt.cfg
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(1, 9, c.model_dim, generator=g)
+    caches = [torch.zeros(1, c.heads, 32, c.head_dim) for _ in range(2 * c.layers)]
+
+    def ints(*v):
+        return torch.tensor(v, dtype=torch.int32)
+
+    with torch.no_grad():
+        start = torch.tensor([[c.start_mel_token]])
+        lg, h, past = tiny_gpt.decode(torch.cat([rows, tiny_gpt.mel_inputs(start, torch.tensor([0]))], 1),
+                                      tiny_gpt.empty_past(1))
+        lg2, h2, caches = tiny_gpt.decode_shared(rows, start, torch.tensor([[0]]), caches, ints(9), ints(10))
+        torch.testing.assert_close(lg2, lg, atol=1e-5, rtol=0)
+        torch.testing.assert_close(h2, h, atol=1e-5, rtol=0)
+        n = 10
+        for codes in ([[5]], [[7]], [[1, 2, 3]]):
+            codes = torch.tensor(codes)
+            pos = torch.arange(n - 9, n - 9 + codes.shape[1])[None]
+            lg, h, past = tiny_gpt.decode(tiny_gpt.mel_inputs(codes, pos[0]), past)
+            n += codes.shape[1]
+            lg2, h2, caches = tiny_gpt.decode_shared(rows[:, :0], codes, pos, caches, ints(n - 1), ints(n))
+            torch.testing.assert_close(lg2, lg, atol=1e-5, rtol=0)
+            torch.testing.assert_close(h2, h, atol=1e-5, rtol=0)
+            for p, buf in zip(past, caches):
+                torch.testing.assert_close(buf[:, :, :n], p, atol=1e-5, rtol=0)
+                assert not buf[:, :, n:].any()  # nothing written past the sequence
+        # three rows of lengths 4, 9, n: one step each, against each row decoded on its own
+        lengths = [4, 9, n]
+        bufs = [torch.cat([b.clone() for _ in lengths], 0) for b in caches]
+        code = torch.tensor([[11], [12], [13]])
+        pos = torch.tensor([[lengths[0] - 9], [lengths[1] - 9], [n - 9]]).clamp(min=0)
+        lg3, _, bufs = tiny_gpt.decode_shared(rows[:, :0].expand(3, 0, -1), code, pos, bufs,
+                                              ints(*lengths), ints(max(lengths) + 1))
+        for r, p in enumerate(lengths):
+            alone = [b[:, :, :p] for b in caches]
+            want, _, _ = tiny_gpt.decode(tiny_gpt.mel_inputs(code[r:r + 1], pos[r]), alone)
+            torch.testing.assert_close(lg3[r:r + 1], want, atol=1e-5, rtol=0)

@@ -239,7 +239,9 @@ def test_cuda_bundle_falls_back_and_keeps_an_fp16_cache(cuda_bundle, tiny_bundle
         assert decoder.input_dtype(io.embeds) == np.float32
         assert decoder.input_dtype(io.past[0]) == np.float16
         gen = CodeGenerator(decoder, tables.gpt, manifest.gpt, io)
-        assert gen.empty_cache(1).arrays[0].dtype == np.float16
+        start = np.array([manifest.gpt.start_mel_token])
+        _, _, cache = gen.calls.start(np.zeros((1, 3, manifest.gpt.model_dim), np.float32), start, np.zeros(1, np.int64), 8)
+        assert cache.dtype == np.float16
 
 
 def _speaker(seed: int = 0) -> Speaker:
@@ -338,7 +340,8 @@ def test_greedy_probe(tiny_bundle, tmp_path):
     """The probe decodes from front-end features to codes; the fp32 graphs reproduce themselves exactly,
     and a converted graph anywhere on the path is judged by the codes that come out."""
     m = load_manifest(tiny_bundle)
-    probe = p.GreedyProbe.build(tiny_bundle, tiny_bundle / "gpt_tables.npz", tiny_bundle / "bpe.model", m.gpt)
+    probe = p.GreedyProbe.build(tiny_bundle, tiny_bundle / "gpt_tables.npz", tiny_bundle / "bpe.model", m.gpt,
+                                SPECS["gpt_decoder"])
     assert len(probe.reference) == len(p.GATE_TEXTS)
     assert all(0 < len(c) <= p.GATE_CODES for c in probe.reference)
     assert len({tuple(c) for c in probe.reference}) == len(probe.reference)  # the prompts differ

@@ -21,11 +21,12 @@ def random_speaker(seed: int, frames: int = 60, emo_frames: int = 47, dim: int =
                    prompt_condition=rng.standard_normal((1, 12, 32)))
 
 
-@pytest.fixture(scope="module")
-def parts(tiny_bundle):
-    """The tiny bundle's manifest, graphs and tables, opened once: the tests below use the graphs and the
-    CodeGenerator directly (logit traces) and through IndexTTS2."""
-    return load_bundle(tiny_bundle)
+@pytest.fixture(scope="module", params=["concat", "shared"])
+def parts(request):
+    """The tiny bundle's manifest, graphs and tables, opened once per decoder KV layout (every test below
+    runs on both): the tests use the graphs and the CodeGenerator directly (logit traces) and through
+    IndexTTS2."""
+    return load_bundle(request.getfixturevalue({"concat": "tiny_bundle", "shared": "tiny_shared_bundle"}[request.param]))
 
 
 @pytest.fixture(scope="module")

@@ -342,8 +342,9 @@ def test_decoder_cache_must_have_gpt_layers_layers(bundle_copy):
                                           rf"{layers} key; gpt\.layers {layers + 1}.*belong together; re-export it"):
         IndexTTS2(bundle_copy)
     _edit_manifest(bundle_copy, lambda d: d["gpt"].update(layers=layers - 1))
-    with pytest.raises(BundleError, match=rf"gpt_decoder\.onnx: input past_key_{layers - 1} is neither the "
-                                          rf"embeddings nor a past of the gpt\.layers {layers - 1}"):
+    with pytest.raises(BundleError, match=rf"gpt_decoder\.onnx: input past_key_{layers - 1} has no role: it is "
+                                          rf"neither an input of the concat layout nor a past of the gpt\.layers "
+                                          rf"{layers - 1}"):
         IndexTTS2(bundle_copy)
 
 
