@@ -209,8 +209,9 @@ def _info(args: argparse.Namespace) -> int:
     m = load_manifest(bundle)
     g = m.gpt
     print(f"bundle {bundle} (format {m.format_version}, target {m.target})")
+    layout = m.graphs["gpt_decoder"].kv_cache.get("layout", "concat") if "gpt_decoder" in m.graphs else "n/a"
     print(f"gpt: {g.layers} layers x {g.model_dim} wide, {g.heads} heads, {g.number_mel_codes} mel codes, "
-          f"{g.number_text_tokens} text tokens")
+          f"{g.number_text_tokens} text tokens; decoder KV cache: {layout}")
     for name, e in m.graphs.items():
         diff = e.parity.get("max_abs_diff")  # parity and gate are free-form export records: shown, not trusted
         parity = f"{diff:.2e}" if isinstance(diff, (int, float)) and not isinstance(diff, bool) else "n/a"

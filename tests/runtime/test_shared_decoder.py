@@ -119,3 +119,11 @@ def test_a_shared_decoder_without_its_roles_is_refused(tiny_shared_bundle, tmp_p
     path.write_text(json.dumps(d))
     with pytest.raises(BundleError, match=r'roles names no seqlens_k input, which its shared cache layout needs'):
         IndexTTS2(bundle, verify=False)
+
+
+def test_info_names_the_decoder_layout(tiny_bundle, tiny_shared_bundle, capsys):
+    from indextts2_onnx.runtime.cli import main
+
+    for bundle, layout in ((tiny_bundle, "concat"), (tiny_shared_bundle, "shared")):
+        assert main(["info", str(bundle)]) == 0
+        assert f"; decoder KV cache: {layout}\n" in capsys.readouterr().out
