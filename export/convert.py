@@ -38,6 +38,25 @@ def export_graph(spec: GraphSpec, models: Models, out_dir: Path) -> Path:
             verbose=False,
         )
     program.save(str(path), external_data=True)
+    strip_stack_traces(path)
     onnx.checker.check_model(str(path))  # the path form handles external data
     _LOG.info("exported %s", path.name)
     return path
+
+
+# torch.onnx records, per node, the Python stack that made it: absolute source paths of the machine that
+# exported, and line numbers that change a graph's checksum with every edit of this package. The module
+# scopes (namespace, name_scopes) stay: they are what a profile needs.
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def strip_stack_traces(path: Path) -> None:
+    """Remove the stack-trace metadata of every node (graph and local functions) of the graph at `path`;
+    its external data file is not touched."""
+    model = onnx.load(str(path), load_external_data=False)
+    for nodes in [model.graph.node, *(f.node for f in model.functions)]:
+        for node in nodes:
+            keep = [p for p in node.metadata_props if p.key != STACK_TRACE]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+    onnx.save(model, str(path))

@@ -139,7 +139,7 @@ class SharedDecoder:
         total = kv.length + new
         if total > kv.capacity:
             raise ValueError(f"gpt_decoder: {total} positions, the cache holds {kv.capacity}")
-        binding = g.session.io_binding()
+        binding = g.binding()
         binding.bind_cpu_input(io.embeds, _feed(rows, g.input_dtype(io.embeds)))
         binding.bind_cpu_input(io.codes, _feed(codes, np.int64))
         binding.bind_cpu_input(io.positions, _feed(positions, np.int64))
@@ -150,7 +150,7 @@ class SharedDecoder:
         for past, present, value in zip(io.past, io.present, kv.values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
-        g.session.run_with_iobinding(binding)
+        g.run_bound(binding)
         kv.length = total
         logits, hidden = binding.get_outputs()[:2]  # in binding order
         return logits.numpy(), None if logits_only else hidden.numpy()

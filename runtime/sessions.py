@@ -89,6 +89,14 @@ class Graph:
                 feeds[name] = value.astype(want)
         return self.session.run(self.outputs, feeds)
 
+    def binding(self) -> ort.IOBinding:
+        """A fresh IOBinding of this graph's session (for inputs and outputs bound in place)."""
+        return self.session.io_binding()
+
+    def run_bound(self, binding: ort.IOBinding) -> None:
+        """Run with a binding from `binding()`: outputs land where they are bound (run's counterpart)."""
+        self.session.run_with_iobinding(binding)
+
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import REPO  # noqa: E402
 from indextts2_onnx.export.bundle import load_models  # noqa: E402
 from indextts2_onnx.export.checkpoint import CheckpointPaths  # noqa: E402
 from indextts2_onnx.export.config import load_config  # noqa: E402
@@ -60,6 +61,18 @@ def test_manifest_records_the_export_parity(tiny_bundle):
     assert manifest["config"]["gpt"]["layers"] == 2 and manifest["config"]["emo_num"] == manifest["emo_num"]
     for name, entry in manifest["graphs"].items():
         assert entry["parity"]["max_abs_diff"] <= entry["parity"]["atol"] <= ATOL.get(name, 1e-4), name
+
+
+def test_graphs_carry_no_stack_traces(tiny_bundle):
+    """torch.onnx's per-node stack traces (source paths of the exporting machine) are stripped at export;
+    the module scopes stay."""
+    import onnx
+
+    for name in GRAPHS:
+        nodes = onnx.load(str(tiny_bundle / f"{name}.onnx"), load_external_data=False).graph.node
+        keys = {p.key for n in nodes for p in n.metadata_props}
+        assert "pkg.torch.onnx.stack_trace" not in keys and "namespace" in keys, name
+        assert str(REPO) not in "".join(p.value for n in nodes for p in n.metadata_props), name
 
 
 def test_decoder_serves_prefill_steps_and_a_chunk_consistently(tiny_bundle, tiny_gpt):
