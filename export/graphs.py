@@ -56,7 +56,7 @@ SHARED_DECODER_ROLES = {**DECODER_ROLES, "codes": "mel_codes", "positions": "mel
 # KV-cache layouts: "concat" returns past + new as presents (P + S); "shared" reads and writes one max-length
 # buffer per layer that the runtime binds as both past and present.
 DECODERS = ("concat", "shared")
-DEFAULT_DECODER = "concat"
+DEFAULT_DECODER = "shared"
 SHARED_KV_CACHE = {**KV_CACHE, "layout": "shared"}
 
 
@@ -352,7 +352,7 @@ def decoder_spec(cfg: IndexTTS2Config, layout: str = DEFAULT_DECODER) -> GraphSp
         # 3 beams of one request and for three requests of different lengths, a latent-pass chunk, a long
         # latent pass
         cases=lambda m: [_shared_decoder_inputs(m, [0], 40, 1, 64, 1), _shared_decoder_inputs(m, [57] * 3, 0, 1, 64, 2),
-                         _shared_decoder_inputs(m, [9, 30, 57], 0, 1, 64, 3),
+                         _shared_decoder_inputs(m, [9, 30, 57], 0, 1, 80, 3),
                          _shared_decoder_inputs(m, [9], 0, 5, 32, 4), _shared_decoder_inputs(m, [0], 300, 40, 352, 5)],
         atol=1e-4,
         policy=policy,

@@ -272,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", default=None, metavar="P|GRAPH=P,...",
                    help="override the target's precisions (fp32, fp16, int8, int4): a bare value for every "
                         "graph that allows it, GRAPH=P for one (e.g. gpt_decoder=int4)")
-    e.add_argument("--decoder", default="concat", choices=("shared", "concat"),
-                   help="the GPT decoder's KV cache: shared (GroupQueryAttention over buffers updated in place; "
-                        "bundle format 1.3) or concat (default; the layout of every earlier bundle)")
+    e.add_argument("--decoder", default="shared", choices=("shared", "concat"),
+                   help="the GPT decoder's KV cache: shared (default: GroupQueryAttention over buffers updated in "
+                        "place, bundle format 1.3) or concat (the layout of every earlier bundle)")
     e.add_argument("--from-bundle", default=None, metavar="FP32_BUNDLE",
                    help="lower this fp32 bundle (exported from the same checkpoint) instead of tracing again")
     gate = e.add_mutually_exclusive_group()

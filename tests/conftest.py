@@ -38,14 +38,15 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_shared_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The same checkpoint exported with the shared-buffer (GroupQueryAttention) decoder."""
+def tiny_concat_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The same checkpoint exported with the first-generation (concat KV cache) decoder, the layout of
+    every bundle before format 1.3: the runtime keeps running those."""
     pytest.importorskip("torch")
     from indextts2_onnx.export.bundle import export_bundle
     from indextts2_onnx.export.checkpoint import CheckpointPaths
 
-    out = tmp_path_factory.mktemp("bundle") / "tiny_shared"
-    export_bundle(CheckpointPaths.of(tiny_checkpoint), out, decoder="shared")
+    out = tmp_path_factory.mktemp("bundle") / "tiny_concat"
+    export_bundle(CheckpointPaths.of(tiny_checkpoint), out, decoder="concat")
     return out
 
 

@@ -75,9 +75,10 @@ def test_graphs_carry_no_stack_traces(tiny_bundle):
         assert str(REPO) not in "".join(p.value for n in nodes for p in n.metadata_props), name
 
 
-def test_decoder_serves_prefill_steps_and_a_chunk_consistently(tiny_bundle, tiny_gpt):
-    """Prefill of S rows == prefill of S-3 rows followed by 3 single steps and by one 3-row chunk."""
-    sess = cpu_session(tiny_bundle / "gpt_decoder.onnx")
+def test_decoder_serves_prefill_steps_and_a_chunk_consistently(tiny_concat_bundle, tiny_gpt):
+    """Prefill of S rows == prefill of S-3 rows followed by 3 single steps and by one 3-row chunk (the
+    concat layout's graph; the shared one's calls are checked in tests/runtime/test_shared_decoder.py)."""
+    sess = cpu_session(tiny_concat_bundle / "gpt_decoder.onnx")
     c = tiny_gpt.cfg
     names = [i.name for i in sess.get_inputs()]
     x = np.random.default_rng(0).standard_normal((1, 20, c.model_dim)).astype(np.float32)

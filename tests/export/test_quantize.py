@@ -96,7 +96,12 @@ def test_int8_decoder_loads_shrinks_and_passes(tiny_bundle, int8_decoder, models
     assert int8_decoder.with_name("gpt_decoder.onnx.data").exists()  # the bundle's external-data layout
     ops = {n.op_type for n in onnx.load(str(int8_decoder), load_external_data=False).graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
-    assert q.file_size(int8_decoder) < 0.6 * q.file_size(tiny_bundle / "gpt_decoder.onnx")
+    # the MatMul weights shrink ~4x; the mel-code embedding tables the shared decoder holds (Gather, kept
+    # fp32) do not: a quarter of the tiny graph, 3 % at official size
+    c = models.cfg.gpt
+    tables = (c.number_mel_codes + c.mel_positions) * c.model_dim * 4
+    fp32 = q.file_size(tiny_bundle / "gpt_decoder.onnx")
+    assert q.file_size(int8_decoder) < 0.6 * (fp32 - tables) + tables
     cpu_session(int8_decoder)
     errors = q.compare_graph(specs["gpt_decoder"], models, tiny_bundle / "gpt_decoder.onnx", int8_decoder, "rel_l2")
     assert 0 < errors["logits"] < 0.2, errors  # measured 0.023

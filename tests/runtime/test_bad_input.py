@@ -23,7 +23,7 @@ import soundfile as sf
 
 from indextts2_onnx.runtime import BundleError, GenerationError, IndexTTS2, InputError, Speaker
 from indextts2_onnx.runtime import audio as audio_module
-from indextts2_onnx.runtime import sessions
+from indextts2_onnx.runtime import decoder_graph, sessions
 from indextts2_onnx.runtime.audio import check_output_path, load_audio, synthetic_voice, write_wav
 from indextts2_onnx.runtime.cli import main
 from indextts2_onnx.runtime.manifest import sha256
@@ -190,10 +190,20 @@ def _nan_run(graph_name: str):
     return patched
 
 
+def _nan_call(call):
+    """The shared-buffer decoder's calls (IOBinding, not Graph.run) with NaN logits and hidden states."""
+    def patched(self, *args, **kwargs):
+        logits, hidden = call(self, *args, **kwargs)
+        return np.full_like(logits, np.nan), None if hidden is None else np.full_like(hidden, np.nan)
+    return patched
+
+
 def _apply(case: Case, monkeypatch) -> None:
     for target, name, *value in case.patch:
         if target == "nan":
             monkeypatch.setattr(sessions.Graph, "run", _nan_run(name))
+            if name == "gpt_decoder":
+                monkeypatch.setattr(decoder_graph.SharedDecoder, "_call", _nan_call(decoder_graph.SharedDecoder._call))
         else:
             monkeypatch.setattr(target, name, value[0])
 

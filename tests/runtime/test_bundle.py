@@ -17,9 +17,9 @@ from indextts2_onnx.runtime.manifest import load_manifest
 
 
 @pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path):
+def bundle_copy(tiny_concat_bundle, tmp_path):
     dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, dst)
+    shutil.copytree(tiny_concat_bundle, dst)
     return dst
 
 
@@ -30,8 +30,8 @@ def _edit_manifest(bundle, fn):
     path.write_text(json.dumps(d))
 
 
-def test_loads_and_reports_providers(tiny_bundle):
-    tts = IndexTTS2(tiny_bundle)
+def test_loads_and_reports_providers(tiny_concat_bundle):
+    tts = IndexTTS2(tiny_concat_bundle)
     assert tts.providers == ["CPUExecutionProvider"]
     assert tts.manifest.format_version.startswith("1.")
 
@@ -123,8 +123,8 @@ def _greedy(bundle) -> tuple[np.ndarray, np.ndarray]:
     return tts.generate_codes([5, 6, 7, 8], spk, tts.emotion_vector(spk), greedy=True, max_codes=30, min_codes=30)
 
 
-def test_manifest_declares_the_decoder_cache(tiny_bundle):
-    m = load_manifest(tiny_bundle)
+def test_manifest_declares_the_decoder_cache(tiny_concat_bundle):
+    m = load_manifest(tiny_concat_bundle)
     entry = m.graphs["gpt_decoder"]
     assert entry.kv_cache == {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}"}
     assert all(g.kv_cache == {} for name, g in m.graphs.items() if name != "gpt_decoder")
@@ -133,7 +133,7 @@ def test_manifest_declares_the_decoder_cache(tiny_bundle):
     assert set(io.present) <= set(entry.outputs)
 
 
-def test_bundle_without_kv_cache_loads_with_the_legacy_names(bundle_copy, tiny_bundle):
+def test_bundle_without_kv_cache_loads_with_the_legacy_names(bundle_copy, tiny_concat_bundle):
     """A bundle exported before the manifest declared the cache (format 1.1, no kv_cache keys)."""
     def old(d):
         d["format_version"] = "1.1"
@@ -141,9 +141,9 @@ def test_bundle_without_kv_cache_loads_with_the_legacy_names(bundle_copy, tiny_b
             g.pop("kv_cache")
     _edit_manifest(bundle_copy, old)
     assert load_manifest(bundle_copy).graphs["gpt_decoder"].kv_cache == {}
-    assert LEGACY_KV_CACHE == load_manifest(tiny_bundle).graphs["gpt_decoder"].kv_cache  # what was exported
+    assert LEGACY_KV_CACHE == load_manifest(tiny_concat_bundle).graphs["gpt_decoder"].kv_cache  # what was exported
     codes, latent = _greedy(bundle_copy)
-    ref_codes, ref_latent = _greedy(tiny_bundle)
+    ref_codes, ref_latent = _greedy(tiny_concat_bundle)
     assert codes.tolist() == ref_codes.tolist()
     np.testing.assert_array_equal(latent, ref_latent)
 
@@ -170,7 +170,7 @@ def test_declared_past_missing_from_the_graph_is_refused(bundle_copy):
         IndexTTS2(bundle_copy)
 
 
-def test_cache_io_is_found_by_name_in_any_order(bundle_copy, tiny_bundle):
+def test_cache_io_is_found_by_name_in_any_order(bundle_copy, tiny_concat_bundle):
     """A decoder whose cache inputs and outputs have other names and another order, declared in the
     manifest, decodes exactly as the exported one: nothing is addressed by position."""
     onnx = pytest.importorskip("onnx")
@@ -200,6 +200,6 @@ def test_cache_io_is_found_by_name_in_any_order(bundle_copy, tiny_bundle):
     _edit_manifest(bundle_copy, declare)
     assert load_manifest(bundle_copy).graphs["gpt_decoder"].inputs[0] == io.past[-1]
     codes, latent = _greedy(bundle_copy)
-    ref_codes, ref_latent = _greedy(tiny_bundle)
+    ref_codes, ref_latent = _greedy(tiny_concat_bundle)
     assert codes.tolist() == ref_codes.tolist()
     np.testing.assert_allclose(latent, ref_latent, atol=1e-6, rtol=0)

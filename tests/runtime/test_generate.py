@@ -26,7 +26,7 @@ def parts(request):
     """The tiny bundle's manifest, graphs and tables, opened once per decoder KV layout (every test below
     runs on both): the tests use the graphs and the CodeGenerator directly (logit traces) and through
     IndexTTS2."""
-    return load_bundle(request.getfixturevalue({"concat": "tiny_bundle", "shared": "tiny_shared_bundle"}[request.param]))
+    return load_bundle(request.getfixturevalue({"concat": "tiny_concat_bundle", "shared": "tiny_bundle"}[request.param]))
 
 
 @pytest.fixture(scope="module")

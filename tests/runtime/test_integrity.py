@@ -21,9 +21,9 @@ from indextts2_onnx.runtime.integrity import external_data_locations
 
 
 @pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path):
+def bundle_copy(tiny_concat_bundle, tmp_path):
     dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, dst)
+    shutil.copytree(tiny_concat_bundle, dst)
     return dst
 
 
@@ -189,10 +189,10 @@ def test_graph_reading_weights_from_elsewhere_is_refused(bundle_copy, location, 
         IndexTTS2(bundle_copy, verify=False)
 
 
-def test_external_data_locations_match_onnx(tiny_bundle):
+def test_external_data_locations_match_onnx(tiny_concat_bundle):
     """The runtime's protobuf reader finds exactly the locations the onnx package sees, in every graph."""
     onnx = pytest.importorskip("onnx")
-    for path in sorted(tiny_bundle.glob("*.onnx")):
+    for path in sorted(tiny_concat_bundle.glob("*.onnx")):
         model = onnx.load(str(path), load_external_data=False)
         tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute
                                                    if a.type == onnx.AttributeProto.TENSOR]

@@ -25,17 +25,17 @@ def random_speaker(seed: int) -> Speaker:
 
 
 @pytest.fixture(scope="module")
-def both(tiny_bundle, tiny_shared_bundle):
-    return IndexTTS2(tiny_bundle, threads=1), IndexTTS2(tiny_shared_bundle, threads=1)
+def both(tiny_concat_bundle, tiny_bundle):
+    return IndexTTS2(tiny_concat_bundle, threads=1), IndexTTS2(tiny_bundle, threads=1)
 
 
 @pytest.fixture(scope="module")
-def shared_parts(tiny_shared_bundle):
-    return load_bundle(tiny_shared_bundle, threads=1)
+def shared_parts(tiny_bundle):
+    return load_bundle(tiny_bundle, threads=1)
 
 
-def test_manifest_declares_the_layout_and_roles(tiny_shared_bundle, shared_parts):
-    entry = json.loads((tiny_shared_bundle / "manifest.json").read_text())["graphs"]["gpt_decoder"]
+def test_manifest_declares_the_layout_and_roles(tiny_bundle, shared_parts):
+    entry = json.loads((tiny_bundle / "manifest.json").read_text())["graphs"]["gpt_decoder"]
     assert entry["kv_cache"] == {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}",
                                  "layout": "shared"}
     assert entry["roles"] == {"embeds": "inputs_embeds", "logits": "logits", "hidden": "hidden_states",
@@ -45,7 +45,7 @@ def test_manifest_declares_the_layout_and_roles(tiny_shared_bundle, shared_parts
     gen = CodeGenerator(graphs["gpt_decoder"], tables.gpt, manifest.gpt)
     assert isinstance(gen.calls, SharedDecoder) and gen.io.layout == "shared"
     onnx = pytest.importorskip("onnx")
-    graph = onnx.load(str(tiny_shared_bundle / "gpt_decoder.onnx"), load_external_data=False).graph
+    graph = onnx.load(str(tiny_bundle / "gpt_decoder.onnx"), load_external_data=False).graph
     attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
     assert len(attention) == manifest.gpt.layers and {n.domain for n in attention} == {"com.microsoft"}
 
@@ -110,9 +110,9 @@ def test_reorder_moves_filled_positions_in_place():
     assert [v.data_ptr() for v in kv.values] == [b.ctypes.data for b in kv.buffers]
 
 
-def test_a_shared_decoder_without_its_roles_is_refused(tiny_shared_bundle, tmp_path):
+def test_a_shared_decoder_without_its_roles_is_refused(tiny_bundle, tmp_path):
     bundle = tmp_path / "b"
-    shutil.copytree(tiny_shared_bundle, bundle)
+    shutil.copytree(tiny_bundle, bundle)
     path = bundle / "manifest.json"
     d = json.loads(path.read_text())
     del d["graphs"]["gpt_decoder"]["roles"]["seqlens_k"]
@@ -121,9 +121,9 @@ def test_a_shared_decoder_without_its_roles_is_refused(tiny_shared_bundle, tmp_p
         IndexTTS2(bundle, verify=False)
 
 
-def test_info_names_the_decoder_layout(tiny_bundle, tiny_shared_bundle, capsys):
+def test_info_names_the_decoder_layout(tiny_concat_bundle, tiny_bundle, capsys):
     from indextts2_onnx.runtime.cli import main
 
-    for bundle, layout in ((tiny_bundle, "concat"), (tiny_shared_bundle, "shared")):
+    for bundle, layout in ((tiny_concat_bundle, "concat"), (tiny_bundle, "shared")):
         assert main(["info", str(bundle)]) == 0
         assert f"; decoder KV cache: {layout}\n" in capsys.readouterr().out
