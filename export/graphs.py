@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from ..runtime.kv_cache import cache_names
+from ..runtime.kv_cache import LEGACY_ROLES, cache_names
 from .config import IndexTTS2Config
 from .modules import gqa
 from .policy import (ACOUSTIC_SNR_MIN_DB, DECODER_LOGIT_REL_L2_MAX, DECODER_LOGIT_REL_L2_MAX_INT4, ENCODER_COSINE_MIN,
@@ -50,7 +50,7 @@ KV_CACHE = {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}"}
 # The decoder's other I/O by role (manifest roles). The shared-buffer decoder adds the mel codes it embeds
 # itself and GroupQueryAttention's lengths: seqlens_k (rows,) int32 = tokens per row after the call - 1,
 # total_sequence_length () int32 = their maximum + 1.
-DECODER_ROLES = {"embeds": "inputs_embeds", "logits": "logits", "hidden": "hidden_states"}
+DECODER_ROLES = dict(LEGACY_ROLES)  # the names every concat decoder has had
 SHARED_DECODER_ROLES = {**DECODER_ROLES, "codes": "mel_codes", "positions": "mel_positions",
                         "seqlens_k": "seqlens_k", "total_length": "total_sequence_length"}
 # KV-cache layouts: "concat" returns past + new as presents (P + S); "shared" reads and writes one max-length

@@ -38,6 +38,10 @@ class SharedKV:
     values: list[ort.OrtValue] = field(default_factory=list)
 
     def __post_init__(self):
+        self._wrap()
+
+    def _wrap(self) -> None:
+        """OrtValues over the current buffers (no copy: ONNX Runtime reads and writes the numpy memory)."""
         self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in self.buffers]
 
     @staticmethod
@@ -68,7 +72,7 @@ class SharedKV:
                 out[:, :, :n] = b[rows, :, :n]
                 new.append(out)
             self.buffers = new
-            self.__post_init__()
+            self._wrap()
             return
         for b in self.buffers:
             reorder_rows(b[:, :, :n], rows)
