@@ -135,29 +135,40 @@ class SharedDecoder:
     io: DecoderIO
     dims: GPTDims
 
-    def _call(self, kv: SharedKV, rows: np.ndarray, codes: np.ndarray, positions: np.ndarray,
-              logits_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """rows (R, E, d), codes and positions (R, M): appended after every row's `kv.length` tokens."""
+    def run(self, values: list[ort.OrtValue], lengths: np.ndarray, rows: np.ndarray, codes: np.ndarray,
+            positions: np.ndarray, logits_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """One call over R rows of shared buffers (`values`: per layer and kind an OrtValue of shape
+        (R, heads, capacity, head_dim), bound as past and present). Row r holds `lengths[r]` tokens;
+        rows (R, E, d) then codes (R, M) at positions (R, M) are appended after them, each row at its own
+        length (GroupQueryAttention's per-row `seqlens_k`). -> logits (R, V) at each row's last new
+        position, hidden (R, E + M, d) (None with logits_only: not copied to the host)."""
         io, g = self.io, self.graph
         new = rows.shape[1] + codes.shape[1]
-        total = kv.length + new
-        if total > kv.capacity:
-            raise ValueError(f"gpt_decoder: {total} positions, the cache holds {kv.capacity}")
+        lengths = np.asarray(lengths, dtype=np.int64)
+        capacity = values[0].shape()[2]
+        if int(lengths.max()) + new > capacity:
+            raise ValueError(f"gpt_decoder: {int(lengths.max()) + new} positions, the cache holds {capacity}")
         binding = g.binding()
         binding.bind_cpu_input(io.embeds, _feed(rows, g.input_dtype(io.embeds)))
         binding.bind_cpu_input(io.codes, _feed(codes, np.int64))
         binding.bind_cpu_input(io.positions, _feed(positions, np.int64))
-        binding.bind_cpu_input(io.seqlens_k, np.full(kv.rows, total - 1, dtype=np.int32))
-        binding.bind_cpu_input(io.total_length, np.array(total, dtype=np.int32))
+        binding.bind_cpu_input(io.seqlens_k, (lengths + new - 1).astype(np.int32))
+        binding.bind_cpu_input(io.total_length, np.array(int(lengths.max()) + new, dtype=np.int32))
         binding.bind_output(io.logits, "cpu")
         binding.bind_output(io.hidden, "cpu")
-        for past, present, value in zip(io.past, io.present, kv.values):
+        for past, present, value in zip(io.past, io.present, values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
         g.run_bound(binding)
-        kv.length = total
         logits, hidden = binding.get_outputs()[:2]  # in binding order
         return logits.numpy(), None if logits_only else hidden.numpy()
+
+    def _call(self, kv: SharedKV, rows: np.ndarray, codes: np.ndarray, positions: np.ndarray,
+              logits_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """`run` over every row of one sequence's state, all rows at `kv.length`; advances kv.length."""
+        out = self.run(kv.values, np.full(kv.rows, kv.length), rows, codes, positions, logits_only)
+        kv.length += rows.shape[1] + codes.shape[1]
+        return out
 
     def start(self, rows: np.ndarray, codes: np.ndarray, positions: np.ndarray,
               capacity: int) -> tuple[np.ndarray, np.ndarray, SharedKV]:

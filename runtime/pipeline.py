@@ -21,6 +21,7 @@ from .audio import (CAMPPLUS_MIN_FRAMES, emotion_waveform, kaldi_fbank, load_aud
 from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vector, vector_emovec
 from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
 from .chunked import ChunkedDecoder, prompt_tail
+from .batched import BatchedGenerator, BatchOptions, CodeRequest
 from .gpt import CodeGenerator
 from .integrity import BundleTables, ChecksumJob, check_decoder, graph_data_files
 from .kv_cache import decoder_io
@@ -339,6 +340,28 @@ class IndexTTS2:
                               spk_latent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
         """`generate_codes` with its stage seconds returned as a value: (codes, latent, {conditioning_s,
         decode_s, latent_s}). `spk_latent`: the Speaker's latents when the caller computed them already."""
+        t0 = time.perf_counter()
+        request = self.code_request(token_ids, spk, emovec, options, max_codes, seed, min_codes, spk_latent)
+        prefix, ids = request.prefix, list(request.text_ids)
+        t1 = time.perf_counter()
+        try:
+            codes = self._codes.generate(prefix, ids, options, request.max_codes, request.rng,
+                                         min_codes=request.min_codes, on_codes=on_codes)
+        except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
+            raise non_finite(STAGES[3]) from e
+        t2 = time.perf_counter()
+        latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
+        t3 = time.perf_counter()
+        if codes.shape[0] == 0:
+            _LOG.warning("the GPT produced the stop token first: no codes for this segment")
+        return codes, latent, {"conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2}
+
+    def code_request(self, token_ids, spk: Speaker, emovec: np.ndarray, options: SamplingOptions = SamplingOptions(),
+                     max_codes: int | None = None, seed: int | None = None, min_codes: int = 0,
+                     spk_latent: np.ndarray | None = None) -> CodeRequest:
+        """One segment's decoding as a value for a BatchedGenerator, checked as `generate_codes` checks
+        its arguments; decoded in a batch it gives `generate_codes`' codes for the same arguments.
+        Runs the speaker conditioning graph unless `spk_latent` (the Speaker's latents) is given."""
         d = self.manifest.gpt
         spk = self._check_speaker(spk)
         ids = self._check_tokens(token_ids)
@@ -349,22 +372,15 @@ class IndexTTS2:
         if emovec.shape != (1, d.model_dim):
             raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
                              "use IndexTTS2.emotion_vector")
-        t0 = time.perf_counter()
         if spk_latent is None:
             spk_latent = self._speaker_latent(spk)
-        prefix = self._codes.prefix(spk_latent, emovec)
-        t1 = time.perf_counter()
-        try:
-            codes = self._codes.generate(prefix, ids, options, max_codes, np.random.default_rng(seed),
-                                         min_codes=int(min_codes), on_codes=on_codes)
-        except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
-            raise non_finite(STAGES[3]) from e
-        t2 = time.perf_counter()
-        latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
-        t3 = time.perf_counter()
-        if codes.shape[0] == 0:
-            _LOG.warning("the GPT produced the stop token first: no codes for this segment")
-        return codes, latent, {"conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2}
+        return CodeRequest(self._codes.prefix(spk_latent, emovec), ids, options, max_codes,
+                           np.random.default_rng(seed), int(min_codes))
+
+    def batched_generator(self, options: BatchOptions = BatchOptions()) -> BatchedGenerator:
+        """A BatchedGenerator over this bundle's decoder (shared layout: BundleError otherwise), for
+        decoding many `code_request`s with one decoder call per step. It belongs to one thread."""
+        return BatchedGenerator(self._codes, options)
 
     # --- mel and waveform ------------------------------------------------------------------------
 
