@@ -1,7 +1,10 @@
 """BigVGAN v2 vocoder: official key layout, anti-alias filters, formulas, ONNX export, strict loading.
 
 Tolerances (fp32, CPU): formulas vs numpy 1e-6 abs (filters 1e-7); weight-norm folding 1e-5 abs;
-ONNX Runtime vs torch 1e-4 abs (seen: ~1e-7).
+ONNX Runtime vs torch 1e-4 abs (seen: ~1e-7). The module evaluates the anti-aliased activation in
+polyphase form with SnakeBeta's constants folded into the filters, and the generator in a (B, C, 1, T)
+layout: checked against upstream's formulation written out here (`upstream_activation`,
+`upstream_generator`) at 1e-6 of the output's largest magnitude (float32 reassociation: a few ulp).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from torch import nn
 from indextts2_onnx.export.checkpoint import CheckpointError, fold_weight_norm
 from indextts2_onnx.export.config import load_bigvgan_config
 from indextts2_onnx.export.graphs import GraphSpec, Vocoder
+import torch.nn.functional as F
+
 from indextts2_onnx.export.modules.bigvgan import (
     Activation1d,
     BigVGAN,
@@ -28,7 +33,9 @@ from indextts2_onnx.export.modules.bigvgan import (
     SnakeBeta,
     UpSample1d,
     checkpoint_shapes,
+    downsample_phase_index,
     load_bigvgan,
+    upsample_phase_index,
 )
 
 from _graphs import export_and_check, models  # noqa: E402
@@ -183,6 +190,93 @@ def test_activation1d_is_up_snake_down():
         got = act(x).numpy()
         snake = act.act(torch.from_numpy(numpy_upsample(x.numpy())).float()).numpy()
     np.testing.assert_allclose(got, numpy_downsample(snake), atol=1e-5)
+
+
+# --- 3b. the polyphase, constant-folded activation against upstream's formulation -------------------
+
+
+def upstream_activation(act: Activation1d, x: torch.Tensor) -> torch.Tensor:
+    """Upstream's Activation1d (torch path) written out, (B, C, T) -> (B, C, T): replicate-pad 5, ratio *
+    conv_transpose1d at stride 2, crop 15 / 15, x + 1 / (beta + 1e-9) * sin(alpha x) ** 2, replicate-pad
+    (5, 6), the 12-tap low-pass at stride 2."""
+    up, low = act.upsample, act.downsample.lowpass
+    C = x.shape[1]
+    u = F.pad(x, (up.pad, up.pad), mode="replicate")
+    u = up.ratio * F.conv_transpose1d(u, up.filter.expand(C, -1, -1), stride=up.ratio, groups=C)
+    u = u[..., up.crop_left:-up.crop_right]
+    alpha, beta = act.act.alpha.view(1, -1, 1), act.act.beta.view(1, -1, 1)
+    if act.act.logscale:
+        alpha, beta = alpha.exp(), beta.exp()
+    z = u + 1.0 / (beta + 1e-9) * torch.sin(u * alpha) ** 2
+    z = F.pad(z, (low.pad_left, low.pad_right), mode="replicate")
+    return F.conv1d(z, low.filter.expand(C, -1, -1), stride=low.stride, groups=C)
+
+
+def upstream_generator(model: BigVGAN, mel: torch.Tensor) -> torch.Tensor:
+    """Upstream's generator forward in (B, C, T) with `upstream_activation`."""
+    def amp(block, x):
+        for i, (c1, c2) in enumerate(zip(block.convs1, block.convs2)):
+            xt = c1(upstream_activation(block.activations[2 * i], x))
+            x = x + c2(upstream_activation(block.activations[2 * i + 1], xt))
+        return x
+
+    x = model.conv_pre(mel)
+    n = model.num_kernels
+    for i, (up,) in enumerate(model.ups):
+        x = up(x)
+        x = sum(amp(block, x) for block in model.resblocks[i * n:(i + 1) * n]) / n
+    return model.conv_post(upstream_activation(model.activation_post, x)).clamp(-1.0, 1.0)
+
+
+def assert_close_to_scale(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-6) -> None:
+    """max |got - want| <= rel * max |want|: float32 reassociation, a few ulp of the largest value."""
+    assert got.shape == want.shape
+    scale = want.abs().max().item()
+    assert (got - want).abs().max().item() <= rel * scale, ((got - want).abs().max().item(), scale)
+
+
+def test_phase_indices_for_the_upstream_filters():
+    """Ratio 2, 12 taps: 7 taps per phase on inputs padded by 3 each side, one zero tap per phase."""
+    up = UpSample1d(3)
+    assert (up.pad, up.crop_left, up.crop_right) == (5, 15, 15)
+    index, pad = upsample_phase_index(2, 12, up.pad, up.crop_left)
+    assert pad == (3, 3)
+    assert index == [[11, 9, 7, 5, 3, 1, -1], [-1, 10, 8, 6, 4, 2, 0]]
+    index, pad = downsample_phase_index(2, 12, 5)
+    assert pad == (3, 3)
+    assert index == [[-1, 1, 3, 5, 7, 9, 11], [0, 2, 4, 6, 8, 10, -1]]
+    low = DownSample1d(3).lowpass
+    # every tap used exactly once; the upsampler's gain 2 folded in (each phase sums to 1)
+    assert sorted(k for row in low.phase_index for k in row if k >= 0) == list(range(12))
+    np.testing.assert_allclose(up.phase_taps().sum(-1).numpy(), [1.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("logscale", [True, False])
+@pytest.mark.parametrize("T", [1, 2, 3, 7, 50, 333])
+def test_activation_matches_upstream_formula(T, logscale):
+    """Polyphase evaluation, folded constants (log scale) or the plain SnakeBeta (linear scale), in both
+    layouts, against upstream's interleaved formulation; every length down to 1 (edges everywhere)."""
+    act = Activation1d(5, logscale)
+    g = torch.Generator().manual_seed(T)
+    with torch.no_grad():
+        center = 0.0 if logscale else 1.0
+        act.act.alpha.copy_(center + 0.5 * torch.randn(5, generator=g))
+        act.act.beta.copy_((center + 0.5 * torch.randn(5, generator=g)).abs() if not logscale
+                           else 0.5 * torch.randn(5, generator=g))
+        x = 2.0 * torch.randn(2, 5, T, generator=g)
+        want = upstream_activation(act, x)
+        assert_close_to_scale(act(x), want)
+        assert_close_to_scale(act(x[:, :, None, :])[:, :, 0], want)  # the generator's (B, C, 1, T) layout
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("T", [1, 4, 13, 40])
+def test_generator_matches_upstream_formulation(tiny, T):
+    """The whole tiny generator (2-D layout, polyphase activations) against upstream's written out."""
+    x = mel(2, T, 100 + T)
+    want = upstream_generator(tiny, x)
+    assert want.std() > 0.05  # a live signal, not a clipped one
+    assert_close_to_scale(tiny(x), want, rel=1e-5)
 
 
 @torch.no_grad()

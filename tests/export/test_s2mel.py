@@ -3,7 +3,9 @@
 Checks: the official key layout on the meta device, upstream behaviours re-derived independently
 (RoPE, reflect padding, U-ViT pairing, GroupNorm span, nearest indices, timestep embedding, masks),
 strict loading of an `s2mel.pth` in the official form, ONNX export parity, and the Euler/CFG loop.
-Tolerances are stated where used; ONNX vs torch is <= 1e-4 absolute in fp32 (seen: ~1e-6).
+Tolerances are stated where used; ONNX vs torch is <= 1e-4 absolute in fp32 (seen: ~1e-6). The DiT's
+attention exports as ONNX Runtime's fused RotaryEmbedding + MultiHeadAttention: checked against the
+plain formulation (`reference_attention`) in torch (identical numbers) and in ONNX (1e-5).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -23,7 +26,7 @@ from indextts2_onnx.export.checkpoint import CheckpointError  # noqa: E402
 from indextts2_onnx.export.config import load_config  # noqa: E402
 from indextts2_onnx.export.graphs import Estimator, GraphSpec  # noqa: E402
 from indextts2_onnx.export.modules.dit import (  # noqa: E402
-    DIT_UNUSED_KEYS, DIT_WEIGHT_NORM_KEYS, DiT, apply_rope, dit_unused_keys, uvit_skips,
+    DIT_UNUSED_KEYS, DIT_WEIGHT_NORM_KEYS, Attention, DiT, apply_rope, dit_unused_keys, uvit_skips,
 )
 from indextts2_onnx.export.modules.s2mel import (  # noqa: E402
     LR_UNUSED_KEYS, GptLayer, LengthRegulator, cfm_reference, load_s2mel, nearest_source_index,
@@ -173,7 +176,7 @@ def skip_pairs(dit: DiT, cfg) -> dict[int, int | None]:
     hooks = []
     for i, layer in enumerate(layers):
         hooks.append(layer.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o)))
-        hooks.append(layer.register_forward_pre_hook(lambda m, a, i=i: received.__setitem__(i, a[5])))  # skip arg
+        hooks.append(layer.register_forward_pre_hook(lambda m, a, i=i: received.__setitem__(i, a[4])))  # skip arg
     with torch.no_grad():
         dit(*dit_inputs(cfg, 1, 9))
     for h in hooks:
@@ -364,6 +367,69 @@ def test_dit_onnx_matches_torch(tmp_path, tiny_cfg, tiny):
     )
     sess, _ = export_and_check(spec, models(dit=dit), tmp_path)
     assert [i.name for i in sess.get_inputs()] == list(spec.inputs)
+
+
+def reference_attention(attn: Attention, x, cos, sin, x_lens) -> torch.Tensor:
+    """The DiT attention as gpt-fast writes it: fused qkv, interleaved RoPE on q and k (`apply_rope`),
+    heads to (B, nh, T, hd), SDPA with an additive finfo.min key bias, heads back, wo."""
+    B, T, _ = x.shape
+    q, k, v = attn.wqkv(x).split(attn.dim, dim=-1)
+    q = apply_rope(q.unflatten(-1, (attn.n_head, -1)), cos, sin).transpose(1, 2)
+    k = apply_rope(k.unflatten(-1, (attn.n_head, -1)), cos, sin).transpose(1, 2)
+    v = v.unflatten(-1, (attn.n_head, -1)).transpose(1, 2)
+    valid = torch.arange(T)[None, :] < x_lens[:, None]
+    bias = torch.zeros(valid.shape).masked_fill(~valid, torch.finfo(torch.float32).min)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :])
+    return attn.wo(y.transpose(1, 2).flatten(2))
+
+
+class AttentionOnly(torch.nn.Module):
+    """One DiT attention with its RoPE angles and key mask built from the frame count, as DiT.forward does."""
+
+    def __init__(self, dit: DiT):
+        super().__init__()
+        self.dit, self.attn = dit, dit.transformer.layers[0].attention
+
+    def forward(self, x, x_lens):
+        pos = self.dit.input_pos[:x.shape[1]]
+        valid = pos[None, :] < x_lens[:, None]
+        return self.attn(x, self.dit.rope(pos), valid)
+
+
+def attention_case(dit: DiT, B: int, T: int, lens, seed: int) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, dit.cfg.hidden_dim, generator=g), torch.tensor(lens if lens is not None else [T] * B)
+
+
+ATTENTION_CASES = [(1, 1, None), (1, 9, None), (2, 40, [40, 23]), (2, 157, None), (2, 300, [300, 1])]
+
+
+def test_attention_matches_the_plain_formulation(tmp_path, tiny):
+    """torch: the same numbers as the reference (the fused ops are export-only); ONNX (RotaryEmbedding +
+    MultiHeadAttention with a key-padding mask) vs the reference at 1e-5 over lengths 1..300, masked rows
+    included; the graph holds the fused nodes and no Softmax."""
+    dit = tiny[2]
+    module = AttentionOnly(dit).eval()
+    with torch.no_grad():
+        for B, T, lens in ATTENTION_CASES:
+            x, x_lens = attention_case(dit, B, T, lens, T)
+            pos = dit.input_pos[:T]
+            assert torch.equal(module(x, x_lens), reference_attention(module.attn, x, *dit.rope(pos), x_lens))
+    spec = GraphSpec(
+        name="attention",
+        inputs={"x": {0: "batch", 1: "frames"}, "x_lens": {0: "batch"}},
+        outputs={"y": {0: "batch", 1: "frames"}},
+        wrapper=bare(module),
+        example=lambda m: attention_case(dit, 2, 23, [23, 17], 0),
+        cases=lambda m: [attention_case(dit, B, T, lens, T) for B, T, lens in ATTENTION_CASES],
+        atol=1e-5,
+        bounds={"frames": (1, dit.cfg.block_size)},
+    )
+    _, parity = export_and_check(spec, models(), tmp_path)
+    assert len(parity.cases) == len(ATTENTION_CASES)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "attention.onnx"), load_external_data=False).graph.node]
+    assert ops.count("MultiHeadAttention") == 1 and ops.count("RotaryEmbedding") == 2
+    assert "Softmax" not in ops
 
 
 def test_length_regulator_and_gpt_layer_onnx_match_torch(tmp_path, tiny):
