@@ -33,7 +33,7 @@ import onnxruntime as ort
 from .errors import BundleError, GenerationError, IndexTTS2Error, InputError, non_finite
 from .gpt import CodeGenerator, ban_early_stop
 from .kv_cache import reorder_rows
-from .sampling import NonFiniteScores, SamplingOptions, TokenDecoder, make_decoder
+from .sampling import NonFiniteScores, SamplingOptions, TokenDecoder
 
 STAGE = "gpt decode"  # the stage a failed request's error names (pipeline.STAGES[3])
 
@@ -163,9 +163,7 @@ class BatchedGenerator:
         if length + request.max_codes > self.capacity:
             raise InputError(f"batch: the request reaches {length + request.max_codes} positions, rows hold "
                              f"{self.capacity}", "lower max_codes or raise BatchOptions.capacity")
-        fake_ids = [1] * (length - 1) + [d.start_mel_token]  # upstream's prompt ids (CodeGenerator.runs)
-        decoder = make_decoder(request.options, prompt_ids=fake_ids, eos_id=d.stop_mel_token,
-                               max_new_tokens=request.max_codes, rng=request.rng)
+        decoder = gen.token_decoder(length, request.options, request.max_codes, request.rng)
         first = self.rows_in_use
         start = np.array([[d.start_mel_token]], dtype=np.int64)
         logits, _ = gen.calls.run(self._values(first, 1), np.zeros(1), rows, start, np.zeros((1, 1), np.int64),
@@ -211,9 +209,8 @@ class BatchedGenerator:
 
     def _decide(self, s: _Sequence) -> CodeUpdate:
         """One request's update from its pending logits (CodeGenerator.runs' loop body)."""
-        stop = self.generator.dims.stop_mel_token
         try:
-            step = s.decoder.update(ban_early_stop(s.logits, s.step, s.min_codes, stop))
+            step = s.decoder.update(ban_early_stop(s.logits, s.step, s.min_codes, self.generator.dims.stop_mel_token))
         except NonFiniteScores as e:
             error = non_finite(STAGE)
             error.__cause__ = e
@@ -227,9 +224,7 @@ class BatchedGenerator:
                 reorder_rows(b[s.first:s.first + s.rows, :, :s.length], rows)
             s.tokens = np.asarray(step.tokens, dtype=np.int64)
             return CodeUpdate(s.handle, new, False)
-        codes = np.asarray(s.decoder.finalize(), dtype=np.int64)
-        stops = np.flatnonzero(codes == stop)
-        codes = codes[: stops[0]] if stops.size else codes
+        codes = self.generator.final_codes(s.decoder)
         if not np.array_equal(codes[: s.emitted.size], s.emitted):
             error = GenerationError(f"the decoder's result does not start with the {s.emitted.size} codes it settled")
             return CodeUpdate(s.handle, new, True, error)

@@ -20,7 +20,7 @@ import numpy as np
 from .decoder_graph import open_decoder
 from .kv_cache import DecoderIO, decoder_io
 from .manifest import GPTDims
-from .sampling import SamplingOptions, make_decoder
+from .sampling import SamplingOptions, TokenDecoder, make_decoder
 from .sessions import Graph
 
 TABLES = ("text_embedding", "text_pos_embedding", "mel_embedding", "mel_pos_embedding", "speed_embedding")
@@ -94,6 +94,20 @@ class CodeGenerator:
         start = np.array([self.dims.start_mel_token], dtype=np.int64)
         return self.calls.start(rows, start, np.zeros(1, dtype=np.int64), self._capacity(rows))
 
+    def token_decoder(self, positions: int, options: SamplingOptions, max_codes: int,
+                      rng: np.random.Generator | None) -> TokenDecoder:
+        """The search for a sequence whose prefill filled `positions` (host rows and the start mel token):
+        upstream's fake prompt ids (all 1, the last the start mel token) count for the repetition penalty."""
+        d = self.dims
+        fake_ids = [1] * (positions - 1) + [d.start_mel_token]
+        return make_decoder(options, prompt_ids=fake_ids, eos_id=d.stop_mel_token, max_new_tokens=max_codes, rng=rng)
+
+    def final_codes(self, decoder: TokenDecoder) -> np.ndarray:
+        """A finished search's result cut before its first stop token -> int64 (N,)."""
+        codes = np.asarray(decoder.finalize(), dtype=np.int64)
+        stops = np.flatnonzero(codes == self.dims.stop_mel_token)
+        return codes[: stops[0]] if stops.size else codes
+
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
                  rng: np.random.Generator, trace: list | None = None, min_codes: int = 0,
                  on_codes: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
@@ -122,9 +136,7 @@ class CodeGenerator:
         calls = self.calls
         # Prefill once with one row; every beam starts from the same prefix, so the cache is tiled.
         logits, hidden, cache = self._start(prefix, ids)
-        fake_ids = [1] * (hidden.shape[1] - 1) + [d.start_mel_token]  # (34+L+3 positions)
-        decoder = make_decoder(options, prompt_ids=fake_ids, eos_id=d.stop_mel_token,
-                               max_new_tokens=max_codes, rng=rng)
+        decoder = self.token_decoder(hidden.shape[1], options, max_codes, rng)
         calls.reorder(cache, np.zeros(decoder.rows, dtype=np.int64))
         logits = np.repeat(logits, decoder.rows, axis=0)
         emitted = np.zeros(0, dtype=np.int64)  # codes yielded so far
@@ -140,9 +152,7 @@ class CodeGenerator:
                 break
             calls.reorder(cache, step.source_rows)
             logits = calls.step(cache, np.asarray(step.tokens, dtype=np.int64), np.full(len(step.tokens), k + 1))
-        codes = np.asarray(decoder.finalize(), dtype=np.int64)
-        stops = np.flatnonzero(codes == d.stop_mel_token)
-        codes = codes[: stops[0]] if stops.size else codes
+        codes = self.final_codes(decoder)
         if not np.array_equal(codes[: emitted.size], emitted):  # settled() promises a prefix of the result
             raise RuntimeError(f"the decoder's result does not start with the {emitted.size} codes it settled")
         if codes.size > emitted.size:
