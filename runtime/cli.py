@@ -5,6 +5,8 @@
     indextts2-onnx info BUNDLE [--check]         what a bundle holds; --check verifies every sha256
     indextts2-onnx synth --bundle B --text T --speaker WAV --out OUT.wav   text to speech
     indextts2-onnx bench --checkpoint CKPT --bundle [NAME=]B --json OUT.json   bundles vs the torch reference
+    indextts2-onnx serve --bundle B [--port 8000] [--voices DIR]   OpenAI-compatible speech server ([serve])
+    indextts2-onnx serve --ray --bundle B [--replicas N]           the same app on Ray Serve ([ray])
 """
 
 from __future__ import annotations
@@ -249,6 +251,37 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Run the HTTP server (uvicorn, or Ray Serve with --ray) until interrupted. The bundle loads (with
+    --ray: its manifest is read), and the voices folder is made, before the port opens, so a bad bundle
+    fails at once with one line. Without the extra's libraries: exit 2, naming the extra."""
+    try:
+        from .serve.config import ServerConfig
+        if args.ray:
+            from .serve.ray_app import RayOptions, run_ray
+        else:
+            import uvicorn
+
+            from .serve.app import create_app
+    except ImportError as e:
+        extra = "ray" if args.ray else "serve"
+        print(f"error: {e.name or e} is not installed: pip install 'indextts2-onnx[{extra}]'", file=sys.stderr)
+        return 2
+    config = ServerConfig(bundle=args.bundle, host=args.host, port=args.port, device=args.device,
+                          threads=args.threads, verify=not args.no_verify, voices=args.voices,
+                          workers=args.workers, max_queue=args.max_queue, batch=not args.no_batch,
+                          max_chars=args.max_chars, max_upload_mb=args.max_upload_mb,
+                          max_voice_seconds=args.max_voice_seconds, api_key=args.api_key)
+    if args.ray:
+        return run_ray(config, RayOptions.from_args(args))
+    app = create_app(config)
+    auth = "Bearer auth on" if config.api_key else "no auth"
+    print(f"serving {args.bundle} on http://{config.host}:{config.port} ({auth}; voices in {config.voices})",
+          flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning" if not args.verbose else "info")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, except that a usage error is one line on stderr (`error: ...`, exit 2), as every other
     error of the command is; subcommand parsers inherit it."""
@@ -349,6 +382,42 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, required=True, metavar="OUT.json")
     b.add_argument("--markdown", type=Path, default=None, metavar="OUT.md")
     b.set_defaults(run=_bench)
+
+    se = sub.add_parser("serve", help="OpenAI-compatible speech server (needs [serve]; --ray needs [ray])")
+    se.add_argument("--bundle", required=True)
+    se.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    se.add_argument("--port", type=int, default=8000)
+    se.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    se.add_argument("--threads", type=int, default=None, help="intra-op threads per graph, 1..256")
+    se.add_argument("--voices", default="voices", metavar="DIR",
+                    help="registered voices (created if missing; audio files there are registered at start)")
+    se.add_argument("--workers", type=int, default=4, help="requests synthesized at once (default 4)")
+    se.add_argument("--max-queue", type=int, default=16,
+                    help="requests waiting beyond the workers; more get 429 (default 16)")
+    se.add_argument("--no-batch", action="store_true",
+                    help="decode each request's codes on its own worker instead of one shared batch")
+    se.add_argument("--max-chars", type=int, default=4096, help="longest input text (default 4096)")
+    se.add_argument("--max-upload-mb", type=float, default=10.0, help="largest voice upload (default 10)")
+    se.add_argument("--max-voice-seconds", type=float, default=60.0, help="longest voice upload (default 60)")
+    se.add_argument("--api-key", default=None,
+                    help="require `Authorization: Bearer KEY` on every endpoint but /health "
+                         "(default: $INDEXTTS2_API_KEY; none: no auth)")
+    se.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the bundle's files")
+    ray = se.add_argument_group("Ray Serve (--ray)")
+    ray.add_argument("--ray", action="store_true", help="run as a Ray Serve application (needs [ray])")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas, each with its own model (default 1)")
+    ray.add_argument("--max-replicas", type=int, default=None,
+                     help="autoscale between --replicas and this many replicas")
+    ray.add_argument("--target-ongoing-requests", type=float, default=2.0,
+                     help="autoscaling target of requests per replica (default 2)")
+    ray.add_argument("--max-ongoing-requests", type=int, default=None,
+                     help="requests a replica takes at once (default: --workers + --max-queue)")
+    ray.add_argument("--max-queued-requests", type=int, default=-1,
+                     help="requests Ray queues for busy replicas before answering 503 (default -1: no limit)")
+    ray.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0)
+    ray.add_argument("--gpus-per-replica", type=float, default=0.0)
+    se.set_defaults(run=_serve)
 
     i = sub.add_parser("info", help="describe a bundle")
     i.add_argument("bundle")

@@ -43,6 +43,11 @@ GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "sema
 
 SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
 
+# Where a segment's codes are decoded: a CodeRequest -> its runs of final codes, in order (what
+# CodeGenerator.runs yields). None is this process's own decode loop; a server passes its batching
+# scheduler's (serve.scheduler), which gives the same codes for the same request.
+CodeSource = Callable[[CodeRequest], Iterator[np.ndarray]]
+
 __all__ = ["IndexTTS2", "AudioSource", "load_bundle", "segment_seeds", "check_codebook", "GRAPHS"]
 
 # The stages the output guard names (errors.require_finite) when a result holds NaN / inf.
@@ -337,24 +342,44 @@ class IndexTTS2:
     def _generate_codes_timed(self, token_ids, spk: Speaker, emovec: np.ndarray, options: SamplingOptions,
                               max_codes: int | None, seed: int | None, min_codes: int = 0,
                               on_codes: Callable[[np.ndarray], None] | None = None,
-                              spk_latent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                              spk_latent: np.ndarray | None = None,
+                              source: CodeSource | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
         """`generate_codes` with its stage seconds returned as a value: (codes, latent, {conditioning_s,
-        decode_s, latent_s}). `spk_latent`: the Speaker's latents when the caller computed them already."""
+        decode_s, latent_s}). `spk_latent`: the Speaker's latents when the caller computed them already;
+        `source`: where the codes are decoded (None: this process's loop)."""
         t0 = time.perf_counter()
         request = self.code_request(token_ids, spk, emovec, options, max_codes, seed, min_codes, spk_latent)
         prefix, ids = request.prefix, list(request.text_ids)
         t1 = time.perf_counter()
-        try:
-            codes = self._codes.generate(prefix, ids, options, request.max_codes, request.rng,
-                                         min_codes=request.min_codes, on_codes=on_codes)
-        except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
-            raise non_finite(STAGES[3]) from e
+        runs = []
+        for run in self._runs(request, source):
+            if on_codes is not None:
+                on_codes(run)
+            runs.append(run)
+        codes = np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
         t2 = time.perf_counter()
         latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
         t3 = time.perf_counter()
         if codes.shape[0] == 0:
             _LOG.warning("the GPT produced the stop token first: no codes for this segment")
         return codes, latent, {"conditioning_s": t1 - t0, "decode_s": t2 - t1, "latent_s": t3 - t2}
+
+    def code_runs(self, request: CodeRequest) -> Iterator[np.ndarray]:
+        """Decode `request` here, one sequence: its runs of final codes as they settle (the CodeSource
+        that `stream` and `synthesize` use when given none)."""
+        return self._runs(request, None)
+
+    def _runs(self, request: CodeRequest, source: CodeSource | None) -> Iterator[np.ndarray]:
+        """The request's runs of final codes from `source` (None: CodeGenerator.runs here), the decoder's
+        NaN / inf logits reported as the output guard's error for the code generation stage."""
+        if source is not None:
+            yield from source(request)
+            return
+        try:
+            yield from self._codes.runs(request.prefix, list(request.text_ids), request.options, request.max_codes,
+                                        request.rng, min_codes=request.min_codes)
+        except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
+            raise non_finite(STAGES[3]) from e
 
     def code_request(self, token_ids, spk: Speaker, emovec: np.ndarray, options: SamplingOptions = SamplingOptions(),
                      max_codes: int | None = None, seed: int | None = None, min_codes: int = 0,
@@ -427,7 +452,7 @@ class IndexTTS2:
     # --- text to speech --------------------------------------------------------------------------
 
     def stream(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None, *args,
-               **overrides) -> Iterator[AudioChunk]:
+               code_source: CodeSource | None = None, **overrides) -> Iterator[AudioChunk]:
         """Speak `text` in the voice of `speaker` (audio or a Speaker) as AudioChunks, in order, as soon as
         each is vocoded: each segment's codes are cut into chunks (options.chunk_plan(): a small first
         chunk, then larger ones) that go through the latent pass, s2mel and BigVGAN while the GPT goes on;
@@ -443,24 +468,25 @@ class IndexTTS2:
                    is `emotion_audio`, and later ones follow 0.x's order (options.POSITIONAL_0X).
         Every option is checked and the text tokenised before this returns, so bad input fails at once;
         the audio work runs as the chunks are consumed, and stops when the consumer stops (closing the
-        iterator). A stage producing NaN or inf raises GenerationError naming it."""
+        iterator). A stage producing NaN or inf raises GenerationError naming it.
+        code_source: where each segment's codes are decoded (a server's batching scheduler); None: here."""
         opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
         segments = self.tokenize(text, opts.max_tokens_per_segment)
-        return self._chunks(segments, speaker, opts, chunked=opts.chunked)
+        return self._chunks(segments, speaker, opts, opts.chunked, code_source)
 
     def synthesize(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None,
-                   *args, **overrides) -> SynthesisResult:
+                   *args, code_source: CodeSource | None = None, **overrides) -> SynthesisResult:
         """The whole text as one float32 waveform in [-1, 1], each segment decoded whole (upstream's
         result), segments joined with 200 ms of silence, and the call's metrics. Arguments as `stream`'s;
         the result unpacks as `sr, wav` too."""
         opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
         segments = self.tokenize(text, opts.max_tokens_per_segment)
-        chunks = list(self._chunks(segments, speaker, opts, chunked=False))
+        chunks = list(self._chunks(segments, speaker, opts, False, code_source))
         sr = self.manifest.acoustic.sample_rate
         return SynthesisResult(np.concatenate([c.audio for c in chunks]), sr, chunks[-1].metrics)
 
     def _chunks(self, segments: list[list[int]], speaker: AudioSource | Speaker, o: SynthesisOptions,
-                chunked: bool) -> Iterator[AudioChunk]:
+                chunked: bool, source: CodeSource | None = None) -> Iterator[AudioChunk]:
         """The audio work of one call with resolved options `o`: a plain generator, so work happens only as
         the consumer asks for chunks. One chunk per segment, or (`chunked`) per ChunkedDecoder piece, with
         200 ms of silence prepended to the first chunk of every segment but the first. Metrics accumulate
@@ -478,7 +504,7 @@ class IndexTTS2:
         for i, (ids, (s_codes, s_noise)) in enumerate(zip(segments, seeds)):
             last_segment = i == len(segments) - 1
             pieces = (self._segment_pieces if chunked else self._segment_whole)(
-                ids, spk, emovec, spk_latent, o, int(s_codes), int(s_noise))
+                ids, spk, emovec, spk_latent, o, int(s_codes), int(s_noise), source)
             first = True
             for wav, timings, final_piece in pieces:
                 now = time.perf_counter()
@@ -489,10 +515,10 @@ class IndexTTS2:
                 yield AudioChunk(audio, sr, segment=i, index=index, final=last_segment and final_piece, metrics=m)
                 first, index = False, index + 1
 
-    def _segment_whole(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise):
+    def _segment_whole(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise, source):
         """One segment decoded whole: yields (audio, stage seconds, True) once."""
         codes, latent, t = self._generate_codes_timed(ids, spk, emovec, o.sampling(), o.max_codes, s_codes,
-                                                      o.min_codes, spk_latent=spk_latent)
+                                                      o.min_codes, spk_latent=spk_latent, source=source)
         if codes.shape[0] == 0:
             raise no_codes()
         check_codebook(codes, self.manifest.acoustic.codebook_size)
@@ -503,7 +529,7 @@ class IndexTTS2:
         t["mel_s"], t["vocoder_s"], t["codes"] = t3 - t2, time.perf_counter() - t3, int(codes.shape[0])
         yield wav, t, True
 
-    def _segment_pieces(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise):
+    def _segment_pieces(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise, source):
         """One segment decoded in chunks while the GPT decodes: yields (audio, stage seconds since the
         previous piece, is_last) per piece. The GPT's runs of final codes (CodeGenerator.runs) feed a
         ChunkedDecoder whose latent rows come from the incremental latent pass (exact); its noise is
@@ -524,8 +550,8 @@ class IndexTTS2:
         prompt, noise = prompt_tail(spk, noise, o.chunk_prompt_frames)
         dec = ChunkedDecoder(self._mel, self._vocoder, latents, prompt, noise, o.steps, o.cfg_rate, o.chunk_plan(),
                              a.hop_length)
-        runs = self._codes.runs(prefix, ids, o.sampling(), o.max_codes, np.random.default_rng(s_codes),
-                                min_codes=o.min_codes)
+        runs = self._runs(CodeRequest(prefix, ids, o.sampling(), o.max_codes, np.random.default_rng(s_codes),
+                                      o.min_codes), source)
         reported = {"mel_s": 0.0, "vocoder_s": 0.0}
 
         def delta() -> dict:
@@ -541,8 +567,6 @@ class IndexTTS2:
             except StopIteration:
                 spent["decode_s"] += time.perf_counter() - t
                 break
-            except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
-                raise non_finite(STAGES[3]) from e
             spent["decode_s"] += time.perf_counter() - t
             check_codebook(run, a.codebook_size, first_step=dec.fed + 1)  # before ONNX Runtime indexes with it
             spent["codes"] += int(run.shape[0])

@@ -149,3 +149,13 @@ def test_export_side_names_its_extra_without_torch(venv):
     out = _timed(venv.timings, "import export", lambda: venv.run(venv.python, "-c", "import indextts2_onnx.export"))
     assert out.returncode != 0
     assert "ImportError" in out.stderr and "[export" in out.stderr, out.stderr
+
+
+def test_serve_names_its_extra_without_the_server_libraries(venv, tiny_bundle):
+    """The runtime wheel carries no web framework: `serve` says which extra to install."""
+    out = _timed(venv.timings, "serve without [serve]", lambda: venv.run(
+        venv.bin("indextts2-onnx"), "serve", "--bundle", tiny_bundle))
+    assert out.returncode == 2
+    assert "pip install 'indextts2-onnx[serve]'" in out.stderr, out.stderr
+    out = venv.run(venv.bin("indextts2-onnx"), "serve", "--ray", "--bundle", tiny_bundle)
+    assert out.returncode == 2 and "indextts2-onnx[ray]" in out.stderr, out.stderr

@@ -26,7 +26,7 @@ def test_wheel_installs_only_the_namespace(wheel):
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"indextts2_onnx"}
     for module in ("runtime/pipeline.py", "runtime/sampling.py", "runtime/presets/default.yaml",
-                   "export/modules/gpt.py", "export/bundle.py"):
+                   "runtime/serve/app.py", "runtime/serve/ray_app.py", "export/modules/gpt.py", "export/bundle.py"):
         assert f"indextts2_onnx/{module}" in names
     assert not any(n.startswith("indextts2_onnx/tests") or "/tools/" in n for n in names)
     # the namespace holds the three packages; of tools/, only the benchmark package (as indextts2_onnx.bench)
@@ -51,6 +51,10 @@ def test_extras_never_mix_onnxruntime_builds():
     assert extras["cpu"] == ["onnxruntime>=1.22,<2"]
     assert all("onnxruntime" not in d for d in extras["export"])
     assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+    # the server's libraries are extras: the runtime wheel stays light
+    assert not any(lib in deps for lib in ("fastapi", "uvicorn", "ray", "prometheus"))
+    assert {d.split(">")[0] for d in extras["serve"]} == {"fastapi", "uvicorn", "python-multipart", "prometheus-client"}
+    assert "indextts2-onnx[serve]" in extras["ray"] and any(d.startswith("ray[serve]") for d in extras["ray"])
 
 
 def test_runtime_without_onnxruntime_names_the_extra():
