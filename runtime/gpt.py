@@ -26,6 +26,17 @@ from .sessions import Graph
 TABLES = ("text_embedding", "text_pos_embedding", "mel_embedding", "mel_pos_embedding", "speed_embedding")
 
 
+def join_runs(runs: Iterator[np.ndarray], on_codes: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """Every run of final codes (`CodeGenerator.runs`, or another code source) as one int64 array, each
+    run handed to `on_codes` first when given."""
+    out = []
+    for run in runs:
+        if on_codes is not None:
+            on_codes(run)
+        out.append(run)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def ban_early_stop(logits: np.ndarray, step: int, min_codes: int, stop_token: int) -> np.ndarray:
     """HF `min_new_tokens`: before code `min_codes` is reached (steps 1..min_codes) the stop token's raw
     logit is -inf, so a fixed number of codes can be asked for. Returns a copy only when it changes."""
@@ -118,12 +129,7 @@ class CodeGenerator:
         `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests).
         `on_codes`, when given, receives codes as soon as they are final (`runs`), in order, each code
         once; together they are the returned codes. It does not change what is generated."""
-        runs = []
-        for run in self.runs(prefix, text_ids, options, max_codes, rng, trace, min_codes):
-            if on_codes is not None:
-                on_codes(run)
-            runs.append(run)
-        return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+        return join_runs(self.runs(prefix, text_ids, options, max_codes, rng, trace, min_codes), on_codes)
 
     def runs(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
              rng: np.random.Generator, trace: list | None = None, min_codes: int = 0) -> Iterator[np.ndarray]:

@@ -22,7 +22,7 @@ from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vec
 from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
 from .chunked import ChunkedDecoder, prompt_tail
 from .batched import BatchedGenerator, BatchOptions, CodeRequest
-from .gpt import CodeGenerator
+from .gpt import CodeGenerator, join_runs
 from .integrity import BundleTables, ChecksumJob, check_decoder, graph_data_files
 from .kv_cache import decoder_io
 from .manifest import Manifest, load_manifest
@@ -351,12 +351,7 @@ class IndexTTS2:
         request = self.code_request(token_ids, spk, emovec, options, max_codes, seed, min_codes, spk_latent)
         prefix, ids = request.prefix, list(request.text_ids)
         t1 = time.perf_counter()
-        runs = []
-        for run in self._runs(request, source):
-            if on_codes is not None:
-                on_codes(run)
-            runs.append(run)
-        codes = np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+        codes = join_runs((source or self.code_runs)(request), on_codes)
         t2 = time.perf_counter()
         latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
         t3 = time.perf_counter()
@@ -366,15 +361,8 @@ class IndexTTS2:
 
     def code_runs(self, request: CodeRequest) -> Iterator[np.ndarray]:
         """Decode `request` here, one sequence: its runs of final codes as they settle (the CodeSource
-        that `stream` and `synthesize` use when given none)."""
-        return self._runs(request, None)
-
-    def _runs(self, request: CodeRequest, source: CodeSource | None) -> Iterator[np.ndarray]:
-        """The request's runs of final codes from `source` (None: CodeGenerator.runs here), the decoder's
-        NaN / inf logits reported as the output guard's error for the code generation stage."""
-        if source is not None:
-            yield from source(request)
-            return
+        that `stream` and `synthesize` use when given none); the decoder's NaN / inf logits are the
+        output guard's error for the code generation stage."""
         try:
             yield from self._codes.runs(request.prefix, list(request.text_ids), request.options, request.max_codes,
                                         request.rng, min_codes=request.min_codes)
@@ -550,8 +538,8 @@ class IndexTTS2:
         prompt, noise = prompt_tail(spk, noise, o.chunk_prompt_frames)
         dec = ChunkedDecoder(self._mel, self._vocoder, latents, prompt, noise, o.steps, o.cfg_rate, o.chunk_plan(),
                              a.hop_length)
-        runs = self._runs(CodeRequest(prefix, ids, o.sampling(), o.max_codes, np.random.default_rng(s_codes),
-                                      o.min_codes), source)
+        runs = (source or self.code_runs)(CodeRequest(prefix, ids, o.sampling(), o.max_codes,
+                                                      np.random.default_rng(s_codes), o.min_codes))
         reported = {"mel_s": 0.0, "vocoder_s": 0.0}
 
         def delta() -> dict:
