@@ -43,7 +43,7 @@ from .encoding import FORMATS, MEDIA_TYPES, EncodingError, StreamEncoder, check_
 from .engine import Engine, Job, QueueFull
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .scheduler import Cancelled, Ticket
-from .voices import VoiceNotFound, VoiceStore, check_id
+from .voices import VoiceNotFound, VoiceStore
 
 _LOG = logging.getLogger(__name__)
 
@@ -263,8 +263,9 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
         if len(data) > limit:
             raise ApiError(413, f"audio: larger than {config.max_upload_mb:g} MB", "audio")
         try:
-            info = sf.info(io.BytesIO(data))
-            samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            info = sf.info(io.BytesIO(data))  # the header: a too long recording is refused before decoding
+            if info.duration <= config.max_voice_seconds:
+                samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except Exception as e:  # soundfile's errors vary by backend
             raise ApiError(400, f"audio: not an audio file this server can read ({e})", "audio") from e
         if info.duration > config.max_voice_seconds:
@@ -313,15 +314,15 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
         if len(req.input) > config.max_chars:
             raise ApiError(400, f"input: {len(req.input)} characters, at most {config.max_chars}", "input")
         try:
-            speaker = voices.get(check_id(voice_id_of(req.voice), "voice"), "voice")
+            speaker = voices.get(voice_id_of(req.voice), "voice")
         except InputError as e:
-            raise ApiError(400, e.message + (f" ({e.hint})" if e.hint else ""), "voice") from e
+            raise from_runtime(e, "voice") from e
         emotion = None
         if req.emotion_voice is not None:
             try:
-                emotion = voices.get(check_id(req.emotion_voice, "emotion_voice"), "emotion_voice")
+                emotion = voices.get(req.emotion_voice, "emotion_voice")
             except InputError as e:
-                raise ApiError(400, e.message, "emotion_voice") from e
+                raise from_runtime(e, "emotion_voice") from e
         fields = dict(preset=req.preset, seed=req.seed, steps=req.steps, max_codes=req.max_codes,
                       min_codes=req.min_codes,
                       emotion_audio=emotion, emotion_alpha=req.emotion_alpha, emotion_vector=req.emotion_vector,
@@ -329,12 +330,11 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
         try:
             options = SynthesisOptions(**fields).resolve(tts.manifest.gpt.max_mel_tokens)
         except InputError as e:
-            raise ApiError(400, e.message + (f" ({e.hint})" if e.hint else ""),
-                           param_of(fields, tts.manifest.gpt.max_mel_tokens, e.message)) from e
+            raise from_runtime(e, param_of(fields, tts.manifest.gpt.max_mel_tokens, e.message)) from e
         try:
             tokens = sum(len(s) for s in tts.tokenize(req.input, options.max_tokens_per_segment))
         except InputError as e:
-            raise ApiError(400, e.message + (f" ({e.hint})" if e.hint else ""), "input") from e
+            raise from_runtime(e, "input") from e
         return Job(req.input, speaker, options, tokens), fmt
 
     @app.post("/v1/audio/speech")

@@ -140,6 +140,8 @@ class Engine:
             await self._slots.acquire()
             queued = time.perf_counter() - admitted
             waiting = False
+            if ticket.cancelled.is_set():  # its client went away while it waited: no work to start
+                raise Cancelled()
             self.metrics.queue_depth.dec()
             self.metrics.in_flight.inc()
             source = self._source(ticket)
@@ -165,8 +167,8 @@ class Engine:
             failed = True
             raise
         finally:
-            if waiting:
-                self.metrics.queue_depth.dec()
+            if waiting:  # gone while waiting for a slot: only its queue place to give back
+                self.leave_queue()
             else:
                 if not done:  # stopped early: a disconnect (counted), or a failure
                     self.cancel(ticket)
@@ -191,12 +193,9 @@ class Engine:
                     pass
             loop.call_soon_threadsafe(release)
 
-        if future is None or future.done():
-            if gen is not None:
-                self.pool.submit(after)
-            else:
-                release()
-        else:
+        if future is None:
+            release()
+        else:  # called at once when the task is done already
             future.add_done_callback(lambda _: self.pool.submit(after))
 
     def leave_queue(self) -> None:

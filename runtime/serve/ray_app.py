@@ -329,7 +329,7 @@ def start(config: ServerConfig, options: RayOptions, num_cpus: float | None = No
             serve.run(build(config, options), name=APP_NAME, route_prefix="/", logging_config=quiet)
         except RuntimeError as e:  # Serve's "Deploying application indextts2 failed: ..."
             raise RayServeError(f"the replicas did not start: {failure_reason() or e}",
-                                "the replica logs are under /tmp/ray/session_latest/logs/serve") from e
+                                "the replica logs are in the serve/ folder of the Ray session's logs") from e
     except BaseException:
         stop(options)
         raise

@@ -394,6 +394,51 @@ def test_disconnect_cancels(base_config, tts, tmp_path, stream):
         assert client.post("/v1/audio/speech", json={**body, "input": TEXT, **SMALL}).status_code == 200
 
 
+def test_a_request_cancelled_in_the_queue_gives_its_place_back(server, base_config, tts):
+    """One worker, one queue place: B waits behind A; cancelling B's task while it waits frees its place
+    (and it never runs), and once A is done the engine holds nothing."""
+    import asyncio
+
+    from indextts2_onnx.runtime.serve.engine import Engine, Job, QueueFull
+    from indextts2_onnx.runtime.serve.metrics import ServerMetrics
+    from indextts2_onnx.runtime.serve.scheduler import Ticket
+    from indextts2_onnx.runtime.serve.voices import VoiceStore
+
+    async def scenario():
+        engine = Engine(tts, replace(base_config, workers=1, max_queue=1), ServerMetrics())
+        try:
+            speaker = VoiceStore(base_config.voices).get("alice")
+            job = Job(TEXT, speaker, SynthesisOptions(seed=1, chunked=True, **SMALL).resolve(
+                tts.manifest.gpt.max_mel_tokens))
+            engine.admit()
+            a = engine.run(job, Ticket())
+            first = await a.__anext__()  # A holds the only worker
+            engine.admit()
+            b_ticket = Ticket()
+            b = asyncio.ensure_future(engine.run(job, b_ticket).__anext__())
+            await asyncio.sleep(0.2)
+            assert not b.done() and engine._admitted == 2
+            with pytest.raises(QueueFull):
+                engine.admit()
+            b.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await b
+            assert engine._admitted == 1 and engine.metrics.queue_depth._value.get() == 0
+            engine.admit()  # B's place is free again
+            engine.leave_queue()
+            chunks = [first] + [c async for c in a]
+            assert chunks[-1].final
+            for _ in range(100):  # the slot is given back once A's last pool task returned
+                if engine._admitted == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert engine._admitted == 0 and engine.metrics.in_flight._value.get() == 0
+        finally:
+            engine.close()
+
+    asyncio.run(scenario())
+
+
 def test_api_key(base_config, tts, tmp_path):
     config = replace(base_config, voices=str(tmp_path / "v"), api_key="s3cret")
     with serving(config, tts, key="s3cret") as client:
