@@ -111,6 +111,12 @@ def _map_punct(text: str, table) -> str:
     return pattern.sub(lambda m: mapping[m.group()], text)
 
 
+def clean_punctuation(text: str) -> str:
+    """Upstream's `char_rep_map` on `text` (the English path's table): full-width punctuation -> `, . ! ?`,
+    quotes and brackets -> `'`, `:` -> `,`, newline -> space. IndexTTS-2.5 runs it on every language."""
+    return _map_punct(text, _EN_PUNCT)
+
+
 # --- the wetext normalisers: built on first use, once per process -----------------------------------
 
 # wetext.Normalizer keyword arguments (see the module docstring for the choice).
