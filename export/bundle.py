@@ -4,6 +4,10 @@ The bundle is written into a temporary sibling folder (`staging.staged_folder`) 
 only when every graph passed its parity check, so a failed export never leaves a half-written bundle.
 Every graph is exported and checked in fp32 first; a `target` of cpu or cuda then lowers graphs to the
 precision `precision.py` plans for them, each behind its gate.
+
+The checkpoint's family (config.IndexTTS2Config.family) picks the graph set: graphs.all_graphs for
+IndexTTS-2, graphs25.graphs_25 for IndexTTS-2.5, whose tables hold the language rows and the speaker
+projection instead of the speed rows and whose tokenizer is the tiktoken file.
 """
 
 from __future__ import annotations
@@ -22,17 +26,20 @@ import torch
 
 from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntry, GPTDims, GraphEntry, Manifest,
                                 load_manifest, sha256, verify_checksums)
-from .checkpoint import CheckpointError, CheckpointPaths, load_gpt, read_matrix
+from .checkpoint import TIKTOKEN_FILE, CheckpointError, CheckpointPaths, folder_family, load_gpt, read_matrix
 from .config import IndexTTS2Config, load_config
 from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
 from .graphs import DEFAULT_DECODER, GraphSpec, Models, all_graphs
+from .graphs25 import graphs_25
 from .policy import OnFail, Precision, Target
-from .precision import DEVICE, GreedyProbe, Lowering, check_on_fail, lower, move_graph, parse_precision
+from .precision import (DEVICE, PROBED_GRAPHS, GreedyProbe, Lowering, check_on_fail, lower, move_graph,
+                        parse_precision)
 from .modules.bigvgan import load_bigvgan
 from .modules.campplus import load_campplus
 from .modules.codec import load_codec
+from .modules.enhanced_codec import load_enhanced_codec
 from .modules.gpt import UnifiedVoice
 from .modules.s2mel import load_s2mel
 from .modules.w2vbert import load_semantic_encoder
@@ -41,6 +48,11 @@ from .verify import check_parity
 _LOG = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+
+def bundle_graphs(cfg: IndexTTS2Config, decoder: str = DEFAULT_DECODER) -> tuple[GraphSpec, ...]:
+    """The graphs of a bundle of cfg's family, in bundle order (the decoder in the `decoder` layout)."""
+    return graphs_25(cfg, decoder) if cfg.is_25 else all_graphs(cfg, decoder)
 
 
 def gpt_dims(cfg: IndexTTS2Config) -> GPTDims:
@@ -65,12 +77,14 @@ def acoustic_dims(models: Models) -> AcousticDims:
 
 
 def load_models(paths: CheckpointPaths, cfg: IndexTTS2Config, progress: Progress) -> Models:
-    """Every component of the checkpoint, loaded strictly into our torch modules."""
+    """Every component of the checkpoint, loaded strictly into our torch modules (2.5: the EnhancedCodec
+    from codec.pth as `codec`, no gpt_layer)."""
     progress(f"loading {paths.gpt.name}")
     gpt = load_gpt(paths, cfg)
-    progress(f"loading {paths.w2v_bert.name}, {paths.semantic_codec.name}, {paths.campplus.name}")
+    codec_path = paths.codec if cfg.is_25 else paths.semantic_codec
+    progress(f"loading {paths.w2v_bert.name}, {codec_path.name}, {paths.campplus.name}")
     encoder = load_semantic_encoder(paths.w2v_bert, paths.w2v_stats, cfg.semantic_layer)
-    codec = load_codec(paths.semantic_codec, cfg.semantic_codec)
+    codec = (load_enhanced_codec if cfg.is_25 else load_codec)(codec_path, cfg.semantic_codec)
     campplus = load_campplus(paths.campplus, cfg.s2mel.style_dim)
     progress(f"loading {paths.s2mel.name}, {paths.bigvgan.name}")
     gpt_layer, regulator, dit = load_s2mel(paths.s2mel, cfg)
@@ -83,14 +97,31 @@ def load_models(paths: CheckpointPaths, cfg: IndexTTS2Config, progress: Progress
 
 
 def _write_tables(gpt: UnifiedVoice, out: Path) -> None:
+    """gpt_tables.npz: the embedding tables the runtime builds decoder inputs from (runtime.gpt.GptTables).
+    2.0 adds its two speed rows; 2.5 its language rows and the CAMPPlus style projection, stored as
+    style @ speaker_projection + speaker_projection_bias = spk_emb_proj(style)."""
     tables = {
         "text_embedding": gpt.text_embedding.weight,
         "text_pos_embedding": gpt.text_pos_embedding.emb.weight,
         "mel_embedding": gpt.mel_embedding.weight,
         "mel_pos_embedding": gpt.mel_pos_embedding.emb.weight,
-        "speed_embedding": gpt.speed_emb.weight,
     }
+    if gpt.cfg.campplus:
+        tables["lang_embedding"] = gpt.lang_embedding.weight  # (lang_embedding_rows, d)
+        tables["speaker_projection"] = gpt.spk_emb_proj.weight.T.contiguous()  # (style_dim, d)
+        tables["speaker_projection_bias"] = gpt.spk_emb_proj.bias  # (d,)
+    else:
+        tables["speed_embedding"] = gpt.speed_emb.weight  # (2, d)
     np.savez(out, **{k: v.detach().float().numpy() for k, v in tables.items()})
+
+
+def _tokenizer(paths: CheckpointPaths, cfg: IndexTTS2Config) -> tuple[Path, str]:
+    """(the checkpoint's tokenizer file, its name in the bundle): bpe.model, or 2.5's tiktoken file."""
+    path, name = (paths.tokenizer, TIKTOKEN_FILE) if cfg.is_25 else (paths.bpe, "bpe.model")
+    if not path.is_file():
+        flag = "--tokenizer" if cfg.is_25 else "--bpe"
+        raise CheckpointError(f"{path}: file not found; the tokenizer is part of the checkpoint (or pass {flag})")
+    return path, name
 
 
 def _matrices(paths: CheckpointPaths, cfg: IndexTTS2Config) -> tuple[np.ndarray, np.ndarray]:
@@ -121,14 +152,15 @@ def _plan(precision: str | dict[str, str] | None, target: str, specs: tuple[Grap
 
 
 def _lower_graphs(specs: dict[str, GraphSpec], models: Models, folder: Path, plan: dict[str, Precision],
-                  target: Target, on_fail: OnFail, dims: GPTDims, progress: Progress) -> dict[str, Lowering]:
+                  target: Target, on_fail: OnFail, manifest: Manifest, progress: Progress) -> dict[str, Lowering]:
     """Replace the fp32 graphs in `folder` by their planned precision where the gates allow it.
 
-    The GPT path goes first, from the codes upstream (`GreedyProbe.GRAPHS`): the decoder is gated with fp32
-    encoders, each encoder then with the graphs nearer the codes as they ship. The other graphs' gates do
-    not depend on each other; they follow in bundle order."""
+    The GPT path goes first, from the codes upstream (`precision.PROBED_GRAPHS` of the bundle's family): the
+    decoder is gated with fp32 encoders, each encoder then with the graphs nearer the codes as they ship.
+    The other graphs' gates do not depend on each other; they follow in bundle order."""
     work, probe_dir = folder / ".lowering", folder / ".probe"
-    order = [name for name in GreedyProbe.GRAPHS if name in plan]
+    probed = PROBED_GRAPHS[manifest.family]
+    order = [name for name in probed if name in plan]
     order += [name for name in plan if name not in order]
     probe = None
     records = {}
@@ -136,9 +168,10 @@ def _lower_graphs(specs: dict[str, GraphSpec], models: Models, folder: Path, pla
         if any(specs[name].policy.probed and plan[name] != Precision.FP32 for name in plan):
             progress("greedy reference codes of the fp32 graphs, for the gates of the GPT path")
             # the probe keeps reading fp32 files that get replaced
-            _copy_graphs(folder, probe_dir, GreedyProbe.GRAPHS)
-            probe = GreedyProbe.build(probe_dir, folder / "gpt_tables.npz", folder / "bpe.model", dims,
-                                      specs["gpt_decoder"])
+            _copy_graphs(folder, probe_dir, probed)
+            probe = GreedyProbe.build(probe_dir, folder / manifest.tables["gpt_tables"],
+                                      folder / manifest.tables["tokenizer"], manifest.gpt, specs["gpt_decoder"],
+                                      manifest.family)
         for name in order:
             requested = plan[name]
             if requested == Precision.FP32:
@@ -157,6 +190,11 @@ def _lower_graphs(specs: dict[str, GraphSpec], models: Models, folder: Path, pla
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(probe_dir, ignore_errors=True)
     return records
+
+
+def _family(paths: CheckpointPaths) -> str:
+    """The family of the checkpoint at `paths`, from its files (checkpoint.folder_family)."""
+    return folder_family(paths.root, paths.codec, paths.tokenizer)
 
 
 def decoder_layout(manifest: Manifest) -> str:
@@ -189,14 +227,13 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                buffers) or concat (the first-generation graph; every runtime version runs it)"""
     out = Path(out)
     check_out(out, force)
-    cfg = load_config(paths.config)
-    specs = all_graphs(cfg, decoder)  # refuses an unknown layout
+    cfg = load_config(paths.config, _family(paths))
+    specs = bundle_graphs(cfg, decoder)  # refuses an unknown layout
     plan = _plan(precision, target, specs)  # checks the target too
     target, on_fail = Target(target), check_on_fail(on_fail)
     models = load_models(paths, cfg, progress)
     emo, spk = _matrices(paths, cfg)
-    if not paths.bpe.is_file():
-        raise CheckpointError(f"{paths.bpe}: file not found; the tokenizer is part of the checkpoint")
+    tokenizer, tokenizer_name = _tokenizer(paths, cfg)
     with staged_folder(out, force) as tmp:
         graphs = {}
         for spec in specs:
@@ -215,14 +252,14 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         np.save(tmp / "mel_filterbank.npy", slaney_mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.fmin, mel.fmax))
         np.save(tmp / "emotion_matrix.npy", emo)
         np.save(tmp / "speaker_matrix.npy", spk)
-        shutil.copyfile(paths.bpe, tmp / "bpe.model")
+        shutil.copyfile(tokenizer, tmp / tokenizer_name)
         acoustic = acoustic_dims(models)
         models = Models(cfg)  # the gates below only size their inputs from the config: free the torch modules
         manifest = Manifest(
             format_version=FORMAT_VERSION, gpt=gpt_dims(cfg), acoustic=acoustic, emo_num=list(cfg.emo_num),
-            graphs=graphs, files={}, target=Target.ANY.value,
+            graphs=graphs, files={}, target=Target.ANY.value, family=cfg.family,
             tables={"gpt_tables": "gpt_tables.npz", "emotion_matrix": "emotion_matrix.npy",
-                    "speaker_matrix": "speaker_matrix.npy", "tokenizer": "bpe.model",
+                    "speaker_matrix": "speaker_matrix.npy", "tokenizer": tokenizer_name,
                     "mel_filterbank": "mel_filterbank.npy"},
             exporter=_versions(),
             config=cfg.raw,
@@ -236,8 +273,8 @@ def _finish(folder: Path, manifest: Manifest, models: Models, plan: dict[str, Pr
             on_fail: OnFail, progress: Progress) -> Manifest:
     """Lower the fp32 graphs in `folder` as planned, then write the manifest with every file's checksum
     (the enums as their plain strings)."""
-    specs = {spec.name: spec for spec in all_graphs(models.cfg, decoder_layout(manifest))}
-    records = _lower_graphs(specs, models, folder, plan, target, on_fail, manifest.gpt, progress)
+    specs = {spec.name: spec for spec in bundle_graphs(models.cfg, decoder_layout(manifest))}
+    records = _lower_graphs(specs, models, folder, plan, target, on_fail, manifest, progress)
     graphs = dict(manifest.graphs)
     for name, rec in records.items():
         graphs[name] = replace(graphs[name], precision=rec.chosen.value, device=DEVICE[rec.chosen].value,
@@ -265,8 +302,8 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     bad = verify_checksums(source, src)
     if bad:
         raise ValueError(f"{source}: files changed since export ({', '.join(bad)}); re-export it")
-    cfg = load_config(paths.config)
-    plan = _plan(precision, target, all_graphs(cfg, decoder_layout(src)))  # checks the target too
+    cfg = load_config(paths.config, src.family)
+    plan = _plan(precision, target, bundle_graphs(cfg, decoder_layout(src)))  # checks the target too
     target, on_fail = Target(target), check_on_fail(on_fail)
     if cfg.raw != src.config:
         raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")

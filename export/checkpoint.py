@@ -4,6 +4,9 @@ Upstream loads `gpt.pth` with `strict=False` and only prints what did not match;
 missing or mis-shaped tensor is an error naming the file, the key and the expected shape, and so is an
 unexpected key unless it is one of the declared extras below (aliases a real file may carry, tensors
 upstream stores but never uses at inference).
+
+A folder is IndexTTS-2.5 when it holds `codec.pth` and the tiktoken tokenizer (`folder_family`); its files
+are then found by their fixed names (config.FIXED_NAMES_25), each overridable like every 2.0 file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from torch import nn
 
 from .config import IndexTTS2Config, load_config
 
+CODEC_FILE = "codec.pth"  # IndexTTS-2.5's semantic codec: {"model": EnhancedCodec state dict}
+# IndexTTS-2.5's tokenizer. runtime.multilingual.TIKTOKEN_FILE is the same name; repeated here so that the
+# checkpoint loader does not import the text front end.
+TIKTOKEN_FILE = "multilingual_zh_ja_yue_char_del.tiktoken"
+
 # file -> patterns of keys that may be present and are ignored
 KNOWN_EXTRAS: dict[str, tuple[str, ...]] = {
     # post_init_gpt2_config aliases: `inference_model.*` re-registers the body and heads, gpt.wte is
@@ -27,6 +35,25 @@ KNOWN_EXTRAS: dict[str, tuple[str, ...]] = {
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not match the official layout."""
+
+
+def folder_family(root: str | Path, codec: str | Path | None = None, tokenizer: str | Path | None = None) -> str:
+    """"2.5" when the checkpoint folder `root` holds codec.pth and the tiktoken tokenizer (or `codec` /
+    `tokenizer` point at them), "2.0" when it holds neither; only one of them is a CheckpointError naming
+    the other and its override flag."""
+    root = Path(root)
+    files = {"codec": Path(codec) if codec else root / CODEC_FILE,
+             "tokenizer": Path(tokenizer) if tokenizer else root / TIKTOKEN_FILE}
+    present = {name: path.is_file() for name, path in files.items()}
+    if all(present.values()):
+        return "2.5"
+    if not any(present.values()):
+        return "2.0"
+    have, miss = ("codec", "tokenizer") if present["codec"] else ("tokenizer", "codec")
+    raise CheckpointError(
+        f"{root}: has {files[have].name} but no {files[miss].name} ({files[miss]}): an IndexTTS-2.5 checkpoint "
+        f"holds both; add the missing file or pass --{miss} PATH"
+    )
 
 
 @dataclass(frozen=True)
@@ -45,18 +72,24 @@ class CheckpointPaths:
     semantic_codec: Path
     campplus: Path
     bigvgan: Path
+    codec: Path  # IndexTTS-2.5: codec.pth (replaces semantic_codec)
+    tokenizer: Path  # IndexTTS-2.5: the tiktoken file (replaces bpe)
 
     @staticmethod
     def of(root: str | Path, cfg: IndexTTS2Config | None = None, **overrides: str | Path | None) -> "CheckpointPaths":
+        """The files of the folder `root`, for `cfg` (default: its config.yaml, or the `config` override,
+        with the family its files show). 2.5 configs carry fixed file names (config.FIXED_NAMES_25)."""
         root = Path(root)
-        cfg = cfg or load_config(root / "config.yaml")
+        if cfg is None:
+            family = folder_family(root, overrides.get("codec"), overrides.get("tokenizer"))
+            cfg = load_config(overrides.get("config") or root / "config.yaml", family)
         hf = root / "hf_cache"
         paths = dict(
             root=root, config=root / "config.yaml", gpt=root / cfg.gpt_checkpoint, s2mel=root / cfg.s2mel_checkpoint,
             bpe=root / cfg.bpe_model, w2v_stats=root / cfg.w2v_stat, emo_matrix=root / cfg.emo_matrix,
             spk_matrix=root / cfg.spk_matrix, w2v_bert=hf / "w2v-bert-2.0",
             semantic_codec=hf / "semantic_codec_model.safetensors", campplus=hf / "campplus_cn_common.bin",
-            bigvgan=hf / "bigvgan",
+            bigvgan=hf / "bigvgan", codec=root / CODEC_FILE, tokenizer=root / TIKTOKEN_FILE,
         )
         paths.update({k: Path(v) for k, v in overrides.items() if v is not None})
         return CheckpointPaths(**paths)
@@ -143,7 +176,8 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], file: str | P
 
 
 def load_gpt(paths: CheckpointPaths, cfg: IndexTTS2Config):
-    """UnifiedVoice from `gpt.pth` (plain state dict or wrapped in 'model'), strictly."""
+    """UnifiedVoice from `gpt.pth` (plain state dict or wrapped in 'model'), strictly, in the layout of
+    cfg's family (2.5: spk_emb_proj and lang_embedding, no speaker Conformer/Perceiver, no speed_emb)."""
     from .modules.gpt import UnifiedVoice
 
     model = UnifiedVoice(cfg.gpt)

@@ -417,3 +417,29 @@ def bigvgan_buffers(b: BigVGANConfig) -> dict[str, torch.Tensor]:
     """Every `upsample.filter` / `downsample.lowpass.filter` of the generator (one tensor each)."""
     filt = anti_alias_filter()
     return {k: filt.clone() for k in bigvgan_layout(b) if k.endswith((".upsample.filter", ".lowpass.filter"))}
+
+
+# --- codec.pth (IndexTTS-2.5): {"model": EnhancedCodec state dict} -------------------------------------
+
+
+ENHANCED_CODEC_RESAMPLE_KERNEL = 3  # EnhancedCodec `down` (stride 2) and `up` (after nearest x2): Conv1d k3 p1
+
+
+def enhanced_codec_layout(sc: SemanticCodecConfig) -> Layout:
+    """IndexTTS-2.5 EnhancedCodec (indextts25 spec §4): RepCodec with downsample_scale 2, keys relative to
+    the file's `model` dict, in upstream's registration order (down, up, encoder, decoder, quantizer).
+
+    Only quantizer / decoder / up feed `decode`; encoder and down are the quantize path (declared extras
+    of the loader, modules/enhanced_codec.py)."""
+    h, k = sc.hidden_size, ENHANCED_CODEC_RESAMPLE_KERNEL
+    layout: Layout = {}
+    _put(layout, "down", _conv(h, h, k))
+    _put(layout, "up", _conv(h, h, k))
+    for side in ("encoder", "decoder"):
+        _put(layout, f"{side}.0", _vocos_backbone(h, sc.vocos_dim, sc.vocos_intermediate_dim, sc.vocos_num_layers))
+        _put(layout, f"{side}.1", _linear(h, sc.vocos_dim))
+    q = "quantizer.quantizers.0"  # num_quantizers = 1 (upstream default; not in config.yaml)
+    _put(layout, f"{q}.in_project", _weight_norm((sc.codebook_dim, h, 1), sc.codebook_dim))
+    _put(layout, f"{q}.out_project", _weight_norm((h, sc.codebook_dim, 1), h))
+    _put(layout, f"{q}.codebook", _embedding(sc.codebook_size, sc.codebook_dim))
+    return layout

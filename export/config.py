@@ -12,12 +12,18 @@ can be small):
     gpt.condition_num_latent  32    Perceiver latents of the speaker conditioning
     s2mel.gpt_dim             1280  input width of s2mel's gpt_layer (= the GPT width upstream)
     semantic_layer            17    which w2v-BERT hidden state is the semantic feature
+    gpt.lang_embedding_rows   107   IndexTTS-2.5: rows of lang_embedding (upstream's 106 languages + 1)
+
+Two model families share this file format. Which one a folder holds is decided by its files, never by
+its config.yaml (checkpoint.folder_family): IndexTTS-2.5 ships `codec.pth` and a tiktoken tokenizer, and
+its published config.yaml says `version: 2.0` and names its weights by absolute paths of the machine it
+was trained on. For 2.5 every file therefore has its fixed name (`IndexTTS2Config.from_dict`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,13 @@ import yaml
 
 class ConfigError(ValueError):
     """A config file is missing, unreadable or lacks a required key."""
+
+
+FAMILIES = ("2.0", "2.5")  # IndexTTS-2 and IndexTTS-2.5
+# How the GPT is conditioned on the speaker, per family: 2.0 runs a Conformer + Perceiver over the
+# w2v-BERT features (32 latents); 2.5 projects the CAMPPlus style vector to one row (`spk_emb_proj`).
+SPEAKER_CONDITIONING = {"2.0": "conformer_perceiver", "2.5": "campplus"}
+LANG_EMBEDDING_ROWS = 107  # upstream hard-codes nn.Embedding(len(LANGUAGE_DICT) + 1, model_dim)
 
 
 def _take(block: dict, key: str, where: str, default: Any = ...) -> Any:
@@ -79,10 +92,18 @@ class GPTConfig:
     stop_mel_token: int
     start_text_token: int
     stop_text_token: int
-    condition_module: ConformerConfig
+    condition_module: ConformerConfig | None  # None only for campplus, which does not build it
     emo_condition_module: ConformerConfig
     semantic_dim: int = 1024
-    condition_num_latent: int = 32
+    condition_num_latent: int = 32  # speaker rows of the prefix: always 1 for campplus
+    speaker_conditioning: str = "conformer_perceiver"  # or "campplus" (SPEAKER_CONDITIONING)
+    style_dim: int = 192  # campplus: input width of spk_emb_proj (= s2mel's CAMPPlus style width)
+    lang_embedding_rows: int = LANG_EMBEDDING_ROWS  # campplus: rows of lang_embedding
+
+    @property
+    def campplus(self) -> bool:
+        """IndexTTS-2.5's conditioning: spk_emb_proj(style) and lang_embedding, no speaker Conformer."""
+        return self.speaker_conditioning == "campplus"
 
     @property
     def head_dim(self) -> int:
@@ -100,12 +121,20 @@ class GPTConfig:
 
     @property
     def prefix_rows(self) -> int:
-        """Conditioning rows before the text: speaker latents + two speed rows."""
+        """Conditioning rows before the text: speaker latents + two speed rows (zeros in 2.5)."""
         return self.condition_num_latent + 2
 
     @staticmethod
-    def from_dict(d: dict) -> "GPTConfig":
+    def from_dict(d: dict, speaker_conditioning: str = "conformer_perceiver", style_dim: int = 192) -> "GPTConfig":
+        """The `gpt:` block; `style_dim` (s2mel's CAMPPlus width) sizes spk_emb_proj under campplus.
+
+        campplus (2.5) builds neither the speaker Conformer nor the Perceiver, so `condition_module` may be
+        absent and `condition_num_latent` is 1 (the projected style row) whatever the block says."""
         w = "config.yaml gpt"
+        if speaker_conditioning not in SPEAKER_CONDITIONING.values():
+            raise ConfigError(f"{w}: unknown speaker conditioning {speaker_conditioning!r}")
+        campplus = speaker_conditioning == "campplus"
+        cond = d.get("condition_module") if campplus else _take(d, "condition_module", w)
         cfg = GPTConfig(
             model_dim=int(_take(d, "model_dim", w)),
             heads=int(_take(d, "heads", w)),
@@ -118,12 +147,15 @@ class GPTConfig:
             stop_mel_token=int(_take(d, "stop_mel_token", w)),
             start_text_token=int(_take(d, "start_text_token", w)),
             stop_text_token=int(_take(d, "stop_text_token", w)),
-            condition_module=ConformerConfig.from_dict(_take(d, "condition_module", w), f"{w}.condition_module"),
+            condition_module=None if cond is None else ConformerConfig.from_dict(cond, f"{w}.condition_module"),
             emo_condition_module=ConformerConfig.from_dict(
                 _take(d, "emo_condition_module", w), f"{w}.emo_condition_module"
             ),
             semantic_dim=int(_take(d, "semantic_dim", w, 1024)),
-            condition_num_latent=int(_take(d, "condition_num_latent", w, 32)),
+            condition_num_latent=1 if campplus else int(_take(d, "condition_num_latent", w, 32)),
+            speaker_conditioning=speaker_conditioning,
+            style_dim=style_dim,
+            lang_embedding_rows=int(_take(d, "lang_embedding_rows", w, LANG_EMBEDDING_ROWS)),
         )
         if cfg.model_dim % cfg.heads:
             raise ConfigError(f"{w}: model_dim {cfg.model_dim} is not a multiple of heads {cfg.heads}")
@@ -259,9 +291,15 @@ class S2MelConfig:
         )
 
 
+# IndexTTS-2.5 reads its files by these names (infer_v2_5 joins the model folder with config paths that
+# are absolute in the published config.yaml, so only the names can be trusted).
+FIXED_NAMES_25 = {"gpt_checkpoint": "gpt.pth", "s2mel_checkpoint": "s2mel.pth", "w2v_stat": "wav2vec2bert_stats.pt",
+                  "emo_matrix": "feat2.pt", "spk_matrix": "feat1.pt"}
+
+
 @dataclass(frozen=True)
 class IndexTTS2Config:
-    """The whole `config.yaml`, plus the file names it points at."""
+    """The whole `config.yaml`, plus the file names it points at (fixed names for 2.5) and the family."""
 
     gpt: GPTConfig
     semantic_codec: SemanticCodecConfig
@@ -274,17 +312,27 @@ class IndexTTS2Config:
     spk_matrix: str = "feat1.pt"
     bpe_model: str = "bpe.model"
     semantic_layer: int = 17
-    version: str = "2.0"
+    version: str = "2.0"  # as config.yaml says; not trusted (2.5's published file says 2.0): see `family`
+    family: str = "2.0"  # "2.0" or "2.5" (FAMILIES), decided by the checkpoint folder's files
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def is_25(self) -> bool:
+        return self.family == "2.5"
+
     @staticmethod
-    def from_dict(d: dict) -> "IndexTTS2Config":
+    def from_dict(d: dict, family: str = "2.0") -> "IndexTTS2Config":
+        """The parsed config of a `family` checkpoint. For 2.5 the file names come from FIXED_NAMES_25,
+        whatever config.yaml says."""
         w = "config.yaml"
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown model family {family!r}: use one of {', '.join(FAMILIES)}")
         dataset = d.get("dataset") or {}
-        return IndexTTS2Config(
-            gpt=GPTConfig.from_dict(_take(d, "gpt", w)),
+        s2mel = S2MelConfig.from_dict(_take(d, "s2mel", w))
+        cfg = IndexTTS2Config(
+            gpt=GPTConfig.from_dict(_take(d, "gpt", w), SPEAKER_CONDITIONING[family], s2mel.style_dim),
             semantic_codec=SemanticCodecConfig.from_dict(_take(d, "semantic_codec", w)),
-            s2mel=S2MelConfig.from_dict(_take(d, "s2mel", w)),
+            s2mel=s2mel,
             emo_num=tuple(int(n) for n in _take(d, "emo_num", w)),
             gpt_checkpoint=str(_take(d, "gpt_checkpoint", w, "gpt.pth")).strip(),
             s2mel_checkpoint=str(_take(d, "s2mel_checkpoint", w, "s2mel.pth")).strip(),
@@ -294,13 +342,20 @@ class IndexTTS2Config:
             bpe_model=str(dataset.get("bpe_model", "bpe.model")).strip(),
             semantic_layer=int(_take(d, "semantic_layer", w, 17)),
             version=str(d.get("version", "2.0")),
+            family=family,
             raw=d,
         )
+        return replace(cfg, **FIXED_NAMES_25) if family == "2.5" else cfg
 
 
-def load_config(path: str | Path) -> IndexTTS2Config:
-    """Read an IndexTTS2 `config.yaml`."""
+def load_config(path: str | Path, family: str | None = None) -> IndexTTS2Config:
+    """Read an IndexTTS2 `config.yaml`. `family` None: decided by the folder that holds the file
+    (checkpoint.folder_family: IndexTTS-2.5 when it also holds codec.pth and the tiktoken tokenizer)."""
     path = Path(path)
+    if family is None:
+        from .checkpoint import folder_family  # checkpoint imports this module
+
+        family = folder_family(path.parent)
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -309,7 +364,7 @@ def load_config(path: str | Path) -> IndexTTS2Config:
         raise ConfigError(f"{path}: cannot read it as YAML ({e})") from e
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return IndexTTS2Config.from_dict(d)
+    return IndexTTS2Config.from_dict(d, family)
 
 
 # transformers' Wav2Vec2BertConfig defaults (= facebook/w2v-bert-2.0); a config.json may omit any of them.

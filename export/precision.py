@@ -28,6 +28,7 @@ import numpy as np
 from ..runtime.gpt import CodeGenerator, GptTables
 from ..runtime.kv_cache import DecoderIO, declared_io
 from ..runtime.manifest import GPTDims
+from ..runtime.multilingual import MultilingualTokenizer
 from ..runtime.sampling import SamplingOptions
 from ..runtime.sessions import Graph
 from ..runtime.text import Tokenizer
@@ -57,6 +58,14 @@ GATE_TEXTS = (
 )
 GATE_CODES = 64
 GATE_SEMANTIC_FRAMES = (48, 96, 150)  # w2v-BERT frames per prompt (50 per second)
+GATE_LANG_25 = "en"  # IndexTTS-2.5: every prompt is tokenised as English and gets English's language row
+
+# The graphs the probe runs per model family, from the codes upstream (the order a bundle lowers them in).
+# 2.5 has no speaker-conditioning graph: its prefix is the CAMPPlus style projected by the GPT tables.
+PROBED_GRAPHS: dict[str, tuple[str, ...]] = {
+    "2.0": ("gpt_decoder", "gpt_speaker_conditioning", "gpt_emotion_vector", "semantic_encoder"),
+    "2.5": ("gpt_decoder", "gpt_emotion_vector", "semantic_encoder"),
+}
 
 
 class PrecisionError(ParityError):
@@ -152,6 +161,10 @@ class GreedyProbe:
 
     features -> semantic_encoder -> speaker conditioning / emotion vector -> prefix -> decoder -> codes
 
+IndexTTS-2.5 (`family` "2.5") has no speaker-conditioning graph: the prefix is [style @ speaker_projection +
+bias + emovec, 0, 0] with a seeded random CAMPPlus style per prompt, the texts go through the tiktoken
+front end as English, and English's language row is added to the text rows.
+
     The reference runs the fp32 graphs; `gate(name, path)` swaps in one converted graph on top of those
     already accepted (`accept`), so the last gate measures the combination the bundle ships, and passes
     only if every prompt's codes are reproduced. Logit error or cosine alone is not enough: dynamic INT8
@@ -160,52 +173,74 @@ class GreedyProbe:
     texts go through the bundle's tokenizer. Graphs are loaded per run and released after it, so the
     ~6 GB of fp32 sessions are not held while the quantizer works."""
 
-    # the graphs it runs, from the codes upstream (the order a bundle lowers them in: bundle._lower_graphs)
-    GRAPHS: ClassVar[tuple[str, ...]] = ("gpt_decoder", "gpt_speaker_conditioning", "gpt_emotion_vector",
-                                         "semantic_encoder")
+    # the 2.0 graphs it runs (PROBED_GRAPHS has both families'; the order a bundle lowers them in)
+    GRAPHS: ClassVar[tuple[str, ...]] = PROBED_GRAPHS["2.0"]
 
-    files: dict[str, Path]  # the fp32 graph files of GRAPHS
+    files: dict[str, Path]  # the fp32 graph files of the family's PROBED_GRAPHS
     prompts: list[tuple[np.ndarray, np.ndarray, list[int]]]  # (features (1, T, 160), mask (1, T), text ids)
     tables: GptTables
     dims: GPTDims
     io: DecoderIO  # the decoder's I/O by role, as its spec declares them
     reference: list[np.ndarray] = field(default_factory=list)
     accepted: dict[str, Path] = field(default_factory=dict)  # converted graphs that passed, by name
+    family: str = "2.0"  # "2.5": CAMPPlus-style prefix and a language row (class docstring)
+    styles: list[np.ndarray] = field(default_factory=list)  # 2.5: a (1, style_dim) style per prompt
+    lang_id: int | None = None  # 2.5: the language row added to the text rows
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        return PROBED_GRAPHS[self.family]
 
     @staticmethod
-    def build(folder: Path, tables: Path, tokenizer: Path, dims: GPTDims, decoder: GraphSpec) -> "GreedyProbe":
+    def build(folder: Path, tables: Path, tokenizer: Path, dims: GPTDims, decoder: GraphSpec,
+              family: str = "2.0") -> "GreedyProbe":
         """Prompts, and the reference codes of the fp32 graphs `<name>.onnx` in `folder` (`decoder`: the
-        decoder's spec, for its I/O roles and cache layout)."""
-        tok = Tokenizer.load(tokenizer)
+        decoder's spec, for its I/O roles and cache layout; `tokenizer`: the bundle's, of `family`)."""
+        gpt_tables = GptTables.load(tables, family)
+        styles, lang_id = [], None
+        if family == "2.5":
+            tok25 = MultilingualTokenizer.load(tokenizer)
+            tokenize = lambda text: tok25.segments(text, GATE_LANG_25)[0]  # noqa: E731
+            lang_id = tok25.language_id(GATE_LANG_25)
+            style_dim = gpt_tables.speaker_projection.shape[0]
+            styles = [np.random.default_rng(2000 + i).standard_normal((1, style_dim), dtype=np.float32)
+                      for i in range(len(GATE_TEXTS))]
+        else:
+            tok = Tokenizer.load(tokenizer)
+            tokenize = lambda text: tok.segments(text)[0]  # noqa: E731
         prompts = []
         for i, (text, frames) in enumerate(zip(GATE_TEXTS, GATE_SEMANTIC_FRAMES)):
             features = np.random.default_rng(1000 + i).standard_normal((1, frames, 160), dtype=np.float32)
-            ids = [t for t in tok.segments(text)[0] if 0 <= t < dims.number_text_tokens][: dims.max_text_tokens]
+            ids = [t for t in tokenize(text) if 0 <= t < dims.number_text_tokens][: dims.max_text_tokens]
             prompts.append((features, np.ones((1, frames), dtype=np.int64), ids))
-        files = {name: folder / f"{name}.onnx" for name in GreedyProbe.GRAPHS}
+        files = {name: folder / f"{name}.onnx" for name in PROBED_GRAPHS[family]}
         io = declared_io(decoder.kv_cache, decoder.roles, dims.layers)
-        probe = GreedyProbe(files, prompts, GptTables.load(tables), dims, io)
+        probe = GreedyProbe(files, prompts, gpt_tables, dims, io, family=family, styles=styles, lang_id=lang_id)
         probe.reference = probe.codes()
         return probe
 
     def codes(self, swap: dict[str, Path] | None = None) -> list[np.ndarray]:
         """Greedy codes of every prompt: accepted graphs and `swap` (name -> file) replace the fp32 ones."""
         paths = {**self.files, **self.accepted, **(swap or {})}
-        g = {name: _graph(paths[name], name) for name in self.GRAPHS}
+        g = {name: _graph(paths[name], name) for name in self.graphs}
         gen = CodeGenerator(g["gpt_decoder"], self.tables, self.dims, self.io)
         options = SamplingOptions(greedy=True, num_beams=1)
+        language = gen.language(self.lang_id)  # None for 2.0
         out = []
-        for features, mask, ids in self.prompts:
+        for i, (features, mask, ids) in enumerate(self.prompts):
             semantic = g["semantic_encoder"].run({"input_features": features, "attention_mask": mask})[0]
-            speaker = g["gpt_speaker_conditioning"].run({"semantic": semantic})[0]
             emovec = g["gpt_emotion_vector"].run({"semantic": semantic})[0]
-            out.append(gen.generate(gen.prefix(speaker, emovec), ids, options, GATE_CODES, rng=None))
+            if self.family == "2.5":
+                prefix = gen.campplus_prefix(self.styles[i], emovec)
+            else:
+                prefix = gen.prefix(g["gpt_speaker_conditioning"].run({"semantic": semantic})[0], emovec)
+            out.append(gen.generate(prefix, ids, options, GATE_CODES, rng=None, language=language))
         return out
 
     def gate(self, name: str, path: Path) -> q.GateResult:
         """Greedy agreement with the graph at `path` as `name`, plus every graph accepted so far."""
-        if name not in self.GRAPHS:
-            raise ValueError(f"{name}: not on the greedy probe's path ({', '.join(self.GRAPHS)})")
+        if name not in self.graphs:
+            raise ValueError(f"{name}: not on the greedy probe's path ({', '.join(self.graphs)})")
         return q.greedy_gate(self.reference, self.codes({name: path}), graph=name)
 
     def accept(self, name: str, path: Path) -> None:

@@ -22,8 +22,9 @@ from typing import Any, Callable, get_args, get_origin, get_type_hints
 from .errors import BundleError
 from .kv_cache import KV_CACHE_RULE, ROLES_RULE, is_kv_cache, is_roles
 
-FORMAT_VERSION = "1.3"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns;
-# 1.3: graphs' I/O roles, the decoder's cache layout (concat or shared)
+FORMAT_VERSION = "1.4"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns;
+# 1.3: graphs' I/O roles, the decoder's cache layout (concat or shared); 1.4: family (IndexTTS-2 or 2.5;
+# absent in older manifests, which are all 2.0)
 MANIFEST = "manifest.json"
 TABLE_ROLES = ("gpt_tables", "emotion_matrix", "speaker_matrix", "tokenizer", "mel_filterbank")
 
@@ -39,6 +40,7 @@ def _rule(check: Callable[[Any], bool], what: str) -> dict:
 _NON_NEGATIVE = _rule(lambda v: v >= 0, "a non-negative integer")
 _POSITIVE = _rule(lambda v: v > 0, "a positive integer")
 _DEVICE = _rule(lambda v: v in ("any", "cpu", "cuda"), 'one of "any", "cpu", "cuda"')
+FAMILIES = ("2.0", "2.5")  # IndexTTS-2, IndexTTS-2.5
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class Manifest:
     files: dict[str, FileEntry]  # every file of the bundle but the manifest, by relative path
     tables: dict[str, str]  # role -> file: gpt embedding tables, emotion matrices, tokenizer, mel filterbank
     target: str = field(default="any", metadata=_DEVICE)  # what the bundle was exported for: any (all fp32), cpu or cuda
+    family: str = field(default="2.0", metadata=_rule(  # the model family the bundle was exported from
+        lambda v: v in FAMILIES, 'one of "2.0", "2.5"'))
     exporter: dict[str, Any] = field(default_factory=dict)  # versions of the tools that wrote it
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.yaml, for reference
 

@@ -70,3 +70,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- IndexTTS-2.5: the same, from configs/tiny25 ----------------------------------------------------------
+
+
+def make_checkpoint_25(out: Path, config: str = "tiny", seed: int = 0) -> Path:
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_checkpoint.py"), "--model", "2.5", "--config", config,
+                    "--out", str(out), "--seed", str(seed)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny25_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight IndexTTS-2.5 folder in upstream's layout (codec.pth, the .tiktoken tokenizer, ...)."""
+    return make_checkpoint_25(tmp_path_factory.mktemp("ckpt25") / "tiny25")
+
+
+@pytest.fixture(scope="session")
+def tiny25_bundle(tiny25_checkpoint, tmp_path_factory) -> Path:
+    """tiny25_checkpoint exported (fp32, shared decoder): an IndexTTS-2.5 bundle."""
+    pytest.importorskip("torch")
+    from indextts2_onnx.export.bundle import export_bundle
+    from indextts2_onnx.export.checkpoint import CheckpointPaths
+
+    out = tmp_path_factory.mktemp("bundle25") / "tiny25"
+    export_bundle(CheckpointPaths.of(tiny25_checkpoint), out)
+    return out

@@ -2,6 +2,7 @@
 
     python tools/make_checkpoint.py --config tiny --out checkpoints/tiny --seed 0
     python tools/make_checkpoint.py --config official --out checkpoints/official --seed 0 --force
+    python tools/make_checkpoint.py --model 2.5 --config tiny --out checkpoints/tiny25
 
 The real weights cannot be downloaded in CI, so everything is tested on these. The folder mirrors the
 official one (upstream-quirks.md 15): `config.yaml`, `gpt.pth` (plain state dict), `s2mel.pth`
@@ -9,6 +10,11 @@ official one (upstream-quirks.md 15): `config.yaml`, `gpt.pth` (plain state dict
 `feat1.pt`, `feat2.pt` and `hf_cache/` (w2v-BERT and codec safetensors, CAMPPlus state dict,
 BigVGAN `{"generator": ...}` in weight-norm form, and the two `config.json`). Values come from
 `export/random_weights.py` (deterministic from --seed); computed buffers hold their real values.
+
+`--model 2.5` writes an IndexTTS-2.5 folder from configs/<config>25/ (indextts25.md §1): the published
+config.yaml (`version: 2.0`, absolute weight paths), `gpt.pth` in the campplus layout, `s2mel.pth` as
+above (upstream still ships the unused gpt_layer), `codec.pth` (`{"model": EnhancedCodec state dict}`),
+the tiktoken tokenizer instead of `bpe.model`, and no MaskGCT codec under hf_cache/.
 
 The folder is written into a temporary sibling and renamed into place, so --out is either complete or
 untouched. An existing non-empty --out is refused unless --force is given.
@@ -32,12 +38,17 @@ import torch
 from safetensors.torch import save_file
 
 from indextts2_onnx.export import checkpoint_layout as layouts
+from indextts2_onnx.export.checkpoint import CODEC_FILE as CODEC_25_FILE
+from indextts2_onnx.export.checkpoint import TIKTOKEN_FILE
 from indextts2_onnx.export.config import IndexTTS2Config, load_bigvgan_config, load_config, load_w2v_config
 from indextts2_onnx.export.random_weights import random_state_dict, randomize_module_
 from indextts2_onnx.export.staging import check_out, staged_folder
+from indextts2_onnx.export.tiktoken_vocab import tiktoken_vocabulary
+from indextts2_onnx.runtime.multilingual import N_SPECIALS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_NAMES = ("tiny", "official")
+MODELS = ("2.0", "2.5")  # the family: 2.5 reads configs/<config>25/
 
 # Paths of the external models inside the checkpoint folder (upstream model_download.py).
 W2V_DIR = "hf_cache/w2v-bert-2.0"
@@ -174,12 +185,19 @@ def train_bpe(vocab_size: int, seed: int) -> bytes:
     return model.getvalue()
 
 
+def write_tiktoken(path: Path, cfg: IndexTTS2Config, seed: int) -> None:
+    """The 2.5 tokenizer: as many BPE ranks as the config's text tokens leave after upstream's 1,673
+    special tokens (58,836 for the official 60,509)."""
+    path.write_bytes(tiktoken_vocabulary(cfg.gpt.number_text_tokens - N_SPECIALS, seed))
+
+
 # --- the folder --------------------------------------------------------------------------------------
 
 
-def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str, int, float], None]) -> None:
+def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str, int, float], None],
+                 family: str = "2.0") -> None:
     """Write every file of the folder into `root`, one at a time (each is freed before the next)."""
-    cfg = load_config(config_dir / "config.yaml")
+    cfg = load_config(config_dir / "config.yaml", family)
     w2v = load_w2v_config(config_dir / "w2v_config.json")
     bigvgan = load_bigvgan_config(config_dir / "bigvgan_config.json")
 
@@ -196,7 +214,10 @@ def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str,
     write("config.yaml", lambda p: shutil.copyfile(config_dir / "config.yaml", p))
     write(f"{W2V_DIR}/config.json", lambda p: shutil.copyfile(config_dir / "w2v_config.json", p))
     write(f"{BIGVGAN_DIR}/config.json", lambda p: shutil.copyfile(config_dir / "bigvgan_config.json", p))
-    write(cfg.bpe_model, lambda p: write_bpe(p, cfg.gpt.number_text_tokens, seed))
+    if cfg.is_25:
+        write(TIKTOKEN_FILE, lambda p: write_tiktoken(p, cfg, seed))
+    else:
+        write(cfg.bpe_model, lambda p: write_bpe(p, cfg.gpt.number_text_tokens, seed))
     write(cfg.gpt_checkpoint, lambda p: write_gpt(p, cfg, seed))
 
     rel = cfg.s2mel_checkpoint
@@ -210,7 +231,11 @@ def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str,
 
     rel = f"{W2V_DIR}/model.safetensors"
     write(rel, lambda p: _save_safetensors(p, state(rel, layouts.w2v_layout(w2v))))
-    write(CODEC_FILE, lambda p: _save_safetensors(p, state(CODEC_FILE, layouts.codec_layout(cfg.semantic_codec))))
+    if cfg.is_25:  # {"model": state dict} of the whole EnhancedCodec
+        codec = layouts.enhanced_codec_layout(cfg.semantic_codec)
+        write(CODEC_25_FILE, lambda p: _save_torch(p, {"model": state(CODEC_25_FILE, codec)}))
+    else:
+        write(CODEC_FILE, lambda p: _save_safetensors(p, state(CODEC_FILE, layouts.codec_layout(cfg.semantic_codec))))
     write(CAMPPLUS_FILE, lambda p: _save_torch(p, state(CAMPPLUS_FILE, layouts.campplus_layout(cfg.s2mel.style_dim))))
 
     rel = f"{BIGVGAN_DIR}/bigvgan_generator.pt"
@@ -219,16 +244,23 @@ def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str,
 
 
 def make_checkpoint(config_dir: Path, out: Path, seed: int, force: bool = False,
-                    report: Callable[[str, int, float], None] | None = None) -> None:
-    """Write the random checkpoint for `config_dir` (holding config.yaml, w2v_config.json,
+                    report: Callable[[str, int, float], None] | None = None, family: str = "2.0") -> None:
+    """Write the random `family` checkpoint for `config_dir` (holding config.yaml, w2v_config.json,
     bigvgan_config.json) into `out` atomically. `report(rel_path, n_bytes, seconds)` is called per file."""
     with staged_folder(Path(out), force) as tmp:
-        _write_files(tmp, Path(config_dir), seed, report or (lambda *a: None))
+        _write_files(tmp, Path(config_dir), seed, report or (lambda *a: None), family)
+
+
+def config_dir(config: str, model: str = "2.0") -> Path:
+    """configs/<config>/ for 2.0, configs/<config>25/ for 2.5."""
+    return REPO / "configs" / (config if model == "2.0" else f"{config}25")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=CONFIG_NAMES, required=True, help="configs/<name>/ to use")
+    parser.add_argument("--model", choices=MODELS, default="2.0",
+                        help="model family: 2.0 (IndexTTS-2, default) or 2.5 (IndexTTS-2.5, configs/<name>25/)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
@@ -240,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         check_out(args.out, args.force)
-        print(f"writing {args.config} checkpoint (seed {args.seed}) to {args.out}")
-        make_checkpoint(REPO / "configs" / args.config, args.out, args.seed, args.force, report)
+        family = " IndexTTS-2.5" if args.model == "2.5" else ""
+        print(f"writing {args.config}{family} checkpoint (seed {args.seed}) to {args.out}")
+        make_checkpoint(config_dir(args.config, args.model), args.out, args.seed, args.force, report, args.model)
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

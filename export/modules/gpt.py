@@ -9,6 +9,10 @@ What differs from upstream's code, not its numerics:
 * upstream's `wpe` returns zeros and its `wte` is deleted, so the body has neither: positions come from
   the two learned tables (text / mel), added by the caller;
 * the conditioning encoders run unmasked (upstream passes the feature width 1024 as the length, quirk 3).
+
+IndexTTS-2.5 runs the same class with `spk_cond_mode="campplus"` (indextts25.md §3): no speaker Conformer,
+Perceiver or speed_emb; `spk_emb_proj` projects the CAMPPlus style to one prefix row, followed by two zero
+rows, and `lang_embedding[lang_id]` is added to every text position. `cfg.campplus` selects that layout.
 """
 
 from __future__ import annotations
@@ -155,13 +159,19 @@ class UnifiedVoice(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.model_dim
-        # speaker path: Conformer + Perceiver -> (B, condition_num_latent, d)
-        self.conditioning_encoder, self.perceiver_encoder = speaker_conditioner(cfg)
+        if cfg.campplus:
+            # 2.5: the CAMPPlus style (B, style_dim) -> one speaker row (B, d); the language row per text
+            self.spk_emb_proj = nn.Linear(cfg.style_dim, d)
+            self.lang_embedding = nn.Embedding(cfg.lang_embedding_rows, d)
+        else:
+            # 2.0: Conformer + Perceiver over the semantic features -> (B, condition_num_latent, d)
+            self.conditioning_encoder, self.perceiver_encoder = speaker_conditioner(cfg)
         # emotion path: Conformer + one-latent Perceiver at the semantic width, then two linears -> (B, d)
         self.emo_conditioning_encoder, self.emo_perceiver_encoder = emotion_conditioner(cfg)
         self.emovec_layer = nn.Linear(cfg.semantic_dim, d)
         self.emo_layer = nn.Linear(d, d)
-        self.speed_emb = nn.Embedding(2, d)
+        if not cfg.campplus:
+            self.speed_emb = nn.Embedding(2, d)
         self.text_embedding = nn.Embedding(cfg.number_text_tokens + 1, d)
         self.mel_embedding = nn.Embedding(cfg.number_mel_codes, d)
         self.text_pos_embedding = LearnedPositionEmbeddings(cfg.text_positions, d)
@@ -175,7 +185,8 @@ class UnifiedVoice(nn.Module):
     # --- conditioning -------------------------------------------------------------------------
 
     def speaker_latent(self, semantic: torch.Tensor) -> torch.Tensor:
-        """(B, T, semantic_dim) normalised w2v-BERT features -> (B, condition_num_latent, d)."""
+        """(B, T, semantic_dim) normalised w2v-BERT features -> (B, condition_num_latent, d). 2.0 only."""
+        self._require(False, "speaker_latent")
         return self.perceiver_encoder(self.conditioning_encoder(semantic))
 
     def emotion_vector(self, semantic: torch.Tensor) -> torch.Tensor:
@@ -190,16 +201,35 @@ class UnifiedVoice(nn.Module):
 
     def conditioning_prefix(self, speaker_latent: torch.Tensor, emovec: torch.Tensor) -> torch.Tensor:
         """The 34 prefix rows: speaker latents + emovec, then speed rows 1 and 0 (quirk 4). -> (B, 34, d)"""
+        self._require(False, "conditioning_prefix")
         B = speaker_latent.shape[0]
         speed = self.speed_emb.weight[[1, 0]].unsqueeze(0).expand(B, 2, -1)  # (B, 2, d)
         return torch.cat([speaker_latent + emovec.unsqueeze(1), speed], dim=1)
 
+    def campplus_prefix(self, style: torch.Tensor, emovec: torch.Tensor) -> torch.Tensor:
+        """2.5's 3 prefix rows: [spk_emb_proj(style) + emovec, 0, 0] (upstream inference_speech).
+
+        style : (B, style_dim) CAMPPlus style; emovec : (B, d) -> (B, 3, d)"""
+        self._require(True, "campplus_prefix")
+        speaker = self.spk_emb_proj(style) + emovec  # (B, d)
+        return torch.cat([speaker.unsqueeze(1), speaker.new_zeros(speaker.shape[0], 2, speaker.shape[1])], dim=1)
+
+    def _require(self, campplus: bool, what: str) -> None:
+        if self.cfg.campplus != campplus:
+            family = "IndexTTS-2.5 (campplus)" if campplus else "IndexTTS-2 (conformer_perceiver)"
+            raise TypeError(f"UnifiedVoice.{what} exists only in the {family} layout")
+
     # --- embeddings ------------------------------------------------------------------------------
 
-    def text_inputs(self, text_ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids already wrapped in start/stop text tokens -> embeddings with positions 0..L-1."""
+    def text_inputs(self, text_ids: torch.Tensor, lang_id: int | None = None) -> torch.Tensor:
+        """(B, L) ids already wrapped in start/stop text tokens -> embeddings with positions 0..L-1, plus
+        2.5's `lang_embedding[lang_id]` at every position (start and stop included) when lang_id is given."""
         pos = torch.arange(text_ids.shape[1])
-        return self.text_embedding(text_ids) + self.text_pos_embedding.emb(pos)
+        emb = self.text_embedding(text_ids) + self.text_pos_embedding.emb(pos)  # (B, L, d)
+        if lang_id is not None:
+            self._require(True, "text_inputs(lang_id=...)")
+            emb = emb + self.lang_embedding.weight[lang_id]  # (d,) broadcast over (B, L)
+        return emb
 
     def mel_inputs(self, codes: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(B, N) mel ids at the given mel positions (N,) -> (B, N, d)."""

@@ -4,7 +4,8 @@
 The modules here follow upstream's `indextts/s2mel/modules/commons.py` (MyModel), `length_regulator.py`
 (InterpolateRegulator) and `flow_matching.py` (CFM); the DiT estimator lives in `dit.py`. Attribute names
 equal the keys of each sub-dict. `load_s2mel` loads all three strictly (upstream silently skips keys
-that do not match).
+that do not match). IndexTTS-2.5's `s2mel.pth` has the same layout, but 2.5 builds no gpt_layer: its
+tensors are declared extras there (allowed, unused, not required).
 
 `cfm_reference` is upstream's Euler / classifier-free-guidance loop with the noise passed in, the torch
 ground truth for the runtime's numpy loop around the exported DiT.
@@ -22,6 +23,10 @@ from ..config import IndexTTS2Config, LengthRegulatorConfig, S2MelConfig
 from .dit import DiT, dit_unused_keys
 
 GPT_LAYER_HIDDEN = (256, 128)  # hard-coded in upstream's MyModel: Linear(1280, 256), (256, 128), (128, 1024)
+
+# Keys of `net.gpt_layer` an IndexTTS-2.5 s2mel.pth may carry (upstream ships them, commit a16fe86) and
+# never reads: 2.5 has no latent pass.
+GPT_LAYER_EXTRAS_25: tuple[str, ...] = (r"\d+\.(weight|bias)",)
 
 # Keys of `net.length_regulator` that upstream stores but never reads for continuous input.
 LR_UNUSED_KEYS: tuple[str, ...] = (
@@ -84,10 +89,12 @@ class LengthRegulator(nn.Module):
 _PARTS = ("cfm", "length_regulator", "gpt_layer")
 
 
-def split_s2mel_state(state: dict[str, torch.Tensor], file: Path) -> dict[str, dict[str, torch.Tensor]]:
+def split_s2mel_state(state: dict[str, torch.Tensor], file: Path,
+                      required: tuple[str, ...] = _PARTS) -> dict[str, dict[str, torch.Tensor]]:
     """Flat `net`-relative keys -> one dict per sub-module, `module.` (DDP) prefixes stripped like upstream.
 
-    The cfm part is returned relative to its estimator (`estimator.` removed): that is the DiT."""
+    The cfm part is returned relative to its estimator (`estimator.` removed): that is the DiT. Each part
+    in `required` must hold tensors."""
     parts: dict[str, dict[str, torch.Tensor]] = {p: {} for p in _PARTS}
     for key, t in state.items():
         part, _, rest = key.partition(".")
@@ -100,25 +107,34 @@ def split_s2mel_state(state: dict[str, torch.Tensor], file: Path) -> dict[str, d
             rest = rest[len("estimator."):]
         parts[part][rest] = t
     for part, d in parts.items():
-        if not d:
+        if part in required and not d:
             raise CheckpointError(f"{file}: no tensors under 'net.{part}'; is this an IndexTTS2 s2mel.pth?")
     return parts
 
 
-def load_s2mel(path: str | Path, cfg: IndexTTS2Config) -> tuple[GptLayer, LengthRegulator, DiT]:
-    """(gpt_layer, length_regulator, dit) from `s2mel.pth`, strictly, weight norm folded, in eval mode."""
+def load_s2mel(path: str | Path, cfg: IndexTTS2Config) -> tuple[GptLayer | None, LengthRegulator, DiT]:
+    """(gpt_layer, length_regulator, dit) from `s2mel.pth`, strictly, weight norm folded, in eval mode.
+
+    IndexTTS-2.5 (cfg.is_25) has no gpt_layer: it is None, and the file's `net.gpt_layer` tensors, if any,
+    are only checked to be linear weights and biases."""
     path = Path(path)
-    parts = split_s2mel_state(read_state_dict(path, wrapper="net"), path)
+    required = ("cfm", "length_regulator") if cfg.is_25 else _PARTS
+    parts = split_s2mel_state(read_state_dict(path, wrapper="net"), path, required)
     s2 = cfg.s2mel
-    gpt_layer, regulator, dit = GptLayer(s2), LengthRegulator(s2.length_regulator), DiT(s2)
-    load_strict(gpt_layer, parts["gpt_layer"], f"{path} [net.gpt_layer]")
+    regulator, dit = LengthRegulator(s2.length_regulator), DiT(s2)
+    if cfg.is_25:
+        gpt_layer = None
+        load_strict(nn.Module(), parts["gpt_layer"], f"{path} [net.gpt_layer]", GPT_LAYER_EXTRAS_25)
+    else:
+        gpt_layer = GptLayer(s2)
+        load_strict(gpt_layer, parts["gpt_layer"], f"{path} [net.gpt_layer]")
     load_strict(regulator, parts["length_regulator"], f"{path} [net.length_regulator]", LR_UNUSED_KEYS)
     try:
         dit_state = fold_weight_norm(parts["cfm"])
     except CheckpointError as e:
         raise CheckpointError(f"{path} [net.cfm.estimator]: {e}") from e
     load_strict(dit, dit_state, f"{path} [net.cfm.estimator]", dit_unused_keys(s2.dit))
-    return gpt_layer.eval(), regulator.eval(), dit.eval()
+    return (None if gpt_layer is None else gpt_layer.eval()), regulator.eval(), dit.eval()
 
 
 # --- CFM reference -----------------------------------------------------------------------------------
