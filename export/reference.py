@@ -27,6 +27,21 @@ def decode_prefix(model: UnifiedVoice, speaker_latent: torch.Tensor, emovec: tor
     return emb, fake_ids
 
 
+def campplus_decode_prefix(model: UnifiedVoice, style: torch.Tensor, emovec: torch.Tensor, text_ids: list[int],
+                           lang_id: int) -> tuple[torch.Tensor, list[int]]:
+    """IndexTTS-2.5's prefill (1, 3+L+3, d) and fake ids: [spk_emb_proj(style) + emovec, 0, 0], then the
+    text (ids 0 and 1 dropped, as upstream's `prepare_gpt_inputs` drops them: `!` and `"` in 2.5's
+    vocabulary) with the language row added to every text position, then the start mel token. Upstream's
+    masked left-pad rows (one per dropped id) are left out: masked, they change no hidden state."""
+    c = model.cfg
+    ids = [t for t in text_ids if t not in (c.start_text_token, c.stop_text_token)]
+    text = torch.tensor([[c.start_text_token, *ids, c.stop_text_token]])
+    start = model.mel_inputs(torch.tensor([[c.start_mel_token]]), torch.tensor([0]))  # mel position 0
+    emb = torch.cat([model.campplus_prefix(style, emovec), model.text_inputs(text, lang_id), start], dim=1)
+    fake_ids = [1] * (emb.shape[1] - 1) + [c.start_mel_token]
+    return emb, fake_ids
+
+
 def repetition_penalty(scores: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
     """HF RepetitionPenaltyLogitsProcessor on one row."""
     out = scores.clone()
@@ -44,8 +59,16 @@ def greedy_codes(model: UnifiedVoice, speaker_latent: torch.Tensor, emovec: torc
 
     Returns the generated ids (ending with the stop token if it was produced) and, optionally, the raw
     last-position logits of every step (for step-by-step comparison)."""
-    c = model.cfg
     emb, seen = decode_prefix(model, speaker_latent, emovec, text_ids)
+    return greedy_from(model, emb, seen, max_codes, penalty, return_logits)
+
+
+@torch.no_grad()
+def greedy_from(model: UnifiedVoice, emb: torch.Tensor, seen: list[int], max_codes: int, penalty: float = 10.0,
+                return_logits: bool = False):
+    """`greedy_codes` from a prefill `emb` and its fake ids `seen` (decode_prefix or campplus_decode_prefix)."""
+    c = model.cfg
+    seen = list(seen)
     codes, step_logits = [], []
     for k in range(max_codes):
         logits = model.decode(emb, model.empty_past(1))[0][0]  # (V,)

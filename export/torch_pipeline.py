@@ -19,6 +19,10 @@ bpe.model) and the numpy sampler (`make_decoder`: the same algorithm, and its co
                       numpy `cfm_noise(seed)` noise over prompt + target frames, prompt cut off
     vocode            BigVGAN
 
+For an IndexTTS-2.5 checkpoint (`ref.is_25`): the tokenizer is the tiktoken front end, the prompt condition
+regulates the un-quantised features, the prefix is [spk_emb_proj(style) + emovec, 0, 0] with the language
+row on the text, there is no latent pass, and decode_mel runs the codec decoder to int(2N * 1.72 * df) frames.
+
 The benchmark's torch worker (`indextts2_onnx.bench.torch_worker`) times these stages; nothing here
 knows about the benchmark.
 """
@@ -35,7 +39,7 @@ from torch import nn
 from ..runtime.audio import (emotion_waveform, kaldi_fbank, load_audio, log_mel, require_voice, seamless_features,
                              speaker_waveforms)
 from ..runtime.gpt import ban_early_stop
-from ..runtime.s2mel import cfm_noise, target_frames
+from ..runtime.s2mel import cfm_noise, target_frames, target_frames_25
 from ..runtime.sampling import SamplingOptions, make_decoder
 from ..runtime.text import Tokenizer
 from . import reference
@@ -58,6 +62,10 @@ class TorchReference:
     filterbank: np.ndarray  # (n_mels, n_fft // 2 + 1) Slaney bank from config.yaml's s2mel mel settings
     paths: CheckpointPaths
 
+    @property
+    def is_25(self) -> bool:
+        return self.models.cfg.is_25
+
     @staticmethod
     def load(checkpoint: str | Path, device: str = "cpu", progress=lambda msg: None) -> "TorchReference":
         cfg = load_config(Path(checkpoint) / "config.yaml")
@@ -70,7 +78,13 @@ class TorchReference:
                 module.to(dev).eval()
         mel = cfg.s2mel.mel  # fmax None means sr / 2, as upstream (and as the exporter writes the bank)
         bank = slaney_mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.fmin, mel.fmax)
-        return TorchReference(models, dev, Tokenizer.load(paths.bpe), bank, paths)
+        if cfg.is_25:
+            from ..runtime.multilingual import MultilingualTokenizer
+
+            tokenizer = MultilingualTokenizer.load(paths.tokenizer, max_text_tokens=cfg.gpt.max_text_tokens)
+        else:
+            tokenizer = Tokenizer.load(paths.bpe)
+        return TorchReference(models, dev, tokenizer, bank, paths)
 
     @property
     def sample_rate(self) -> int:
@@ -100,9 +114,9 @@ class TorchSpeaker:
 class Conditioning:
     """What the GPT is conditioned on: the prefill embeddings and the pieces the latent pass re-uses."""
 
-    speaker_latent: torch.Tensor  # (1, 32, d)
+    speaker_latent: torch.Tensor | None  # (1, 32, d); None for 2.5
     emovec: torch.Tensor  # (1, d)
-    prefill: torch.Tensor  # (1, 34 + L + 3, d)
+    prefill: torch.Tensor  # (1, 34 + L + 3, d); 2.5: (1, 3 + L + 3, d)
     fake_ids: list[int]  # upstream's fake input ids (all 1, last = start mel token), for the penalty
 
 
@@ -119,7 +133,7 @@ def prepare_speaker(ref: TorchReference, voice: str | Path) -> TorchSpeaker:
     fbank = fbank - fbank.mean(axis=0, keepdims=True)  # upstream: fbank minus its time mean
     ref_mel = ref.tensor(log_mel(audio_22k, ref.filterbank).astype(np.float32))  # (1, n_mels, F)
     semantic = m.semantic_encoder(ref.tensor(features.astype(np.float32)), ref.tensor(mask).long())
-    _, s_ref = m.codec.quantize(semantic)
+    s_ref = semantic if ref.is_25 else m.codec.quantize(semantic)[1]  # 2.5: the un-quantised features
     emotion = m.semantic_encoder(ref.tensor(emo_features.astype(np.float32)), ref.tensor(emo_mask).long())
     style = m.campplus(ref.tensor(fbank)[None])
     prompt_condition = m.length_regulator(s_ref, torch.tensor(ref_mel.shape[2], device=ref.device))
@@ -134,8 +148,13 @@ def emotion_vector(gpt: UnifiedVoice, spk: TorchSpeaker) -> torch.Tensor:
 
 
 @torch.no_grad()
-def conditioning(gpt: UnifiedVoice, spk: TorchSpeaker, emovec: torch.Tensor, text_ids: list[int]) -> Conditioning:
-    """Speaker latent and the decode prefix of `text_ids` under the emotion vector `emovec` (1, d)."""
+def conditioning(gpt: UnifiedVoice, spk: TorchSpeaker, emovec: torch.Tensor, text_ids: list[int],
+                 lang_id: int | None = None) -> Conditioning:
+    """Speaker latent and the decode prefix of `text_ids` under the emotion vector `emovec` (1, d); 2.5
+    (`lang_id` given): the projected style and the language row instead, no speaker latent."""
+    if lang_id is not None:
+        prefill, fake_ids = reference.campplus_decode_prefix(gpt, spk.style, emovec, text_ids, lang_id)
+        return Conditioning(None, emovec, prefill, fake_ids)
     speaker_latent = gpt.speaker_latent(spk.semantic)
     prefill, fake_ids = reference.decode_prefix(gpt, speaker_latent, emovec, text_ids)
     return Conditioning(speaker_latent, emovec, prefill, fake_ids)
@@ -174,12 +193,17 @@ def generate_codes(gpt: UnifiedVoice, cond: Conditioning, options: SamplingOptio
 
 
 @torch.no_grad()
-def decode_mel(ref: TorchReference, codes: np.ndarray, latent: torch.Tensor, spk: TorchSpeaker, steps: int,
-               cfg_rate: float, seed: int) -> torch.Tensor:
-    """Mel frames (1, n_mels, int(N * 1.72)): the s2mel stage with the runtime's noise draw for `seed`."""
+def decode_mel(ref: TorchReference, codes: np.ndarray, latent: torch.Tensor | None, spk: TorchSpeaker, steps: int,
+               cfg_rate: float, seed: int, duration_factor: float = 1.0) -> torch.Tensor:
+    """Mel frames (1, n_mels, int(N * 1.72)): the s2mel stage with the runtime's noise draw for `seed`.
+    2.5: (1, n_mels, int(2N * 1.72 * duration_factor)) from the codec decoder (latent unused)."""
     m = ref.models
-    content = m.codec.vq2emb(ref.tensor(codes)[None]) + m.gpt_layer(latent)  # (1, N, semantic_dim)
-    frames = target_frames(codes.shape[0])
+    if ref.is_25:
+        content = m.codec.decode(ref.tensor(codes)[None])  # (1, 2N, semantic_dim) at 50 Hz
+        frames = target_frames_25(codes.shape[0], duration_factor)
+    else:
+        content = m.codec.vq2emb(ref.tensor(codes)[None]) + m.gpt_layer(latent)  # (1, N, semantic_dim)
+        frames = target_frames(codes.shape[0])
     cond = m.length_regulator(content, torch.tensor(frames, device=ref.device))  # (1, frames, C)
     mu = torch.cat([spk.prompt_condition, cond], dim=1)  # (1, F + frames, C)
     noise = cfm_noise(seed, spk.ref_mel.shape[1], mu.shape[1])  # as IndexTTS2.decode_mel(seed=)

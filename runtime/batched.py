@@ -61,8 +61,9 @@ class CodeRequest:
     """One segment to decode: what `CodeGenerator.runs` takes (IndexTTS2.code_request builds it from a
     Speaker, an emotion vector and token ids, with the pipeline's checks).
 
-    prefix   : (1, condition_num_latent + 2, d) conditioning rows (CodeGenerator.prefix)
+    prefix   : conditioning rows (CodeGenerator.prefix (1, 34, d); campplus_prefix (1, 3, d) for 2.5)
     text_ids : the segment's BPE ids (start / stop text tokens are added, as in runs)
+    language : 2.5's language row (d,) added to every text row (CodeGenerator.language); None for 2.0
     rng      : the request's own generator (None for greedy decoding); decoding draws from it, so a request
                is decoded once (build a new one, with a fresh generator, to decode again)"""
 
@@ -72,6 +73,7 @@ class CodeRequest:
     max_codes: int
     rng: np.random.Generator | None = None
     min_codes: int = 0
+    language: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class BatchedGenerator:
             raise InputError(f"batch: the request needs {beams} rows, {self.free_rows} of "
                              f"{self.options.max_rows} are free", "step until a request finishes, or raise max_rows")
         ids = [t for t in request.text_ids if t not in (d.start_text_token, d.stop_text_token)]
-        rows = gen._rows(request.prefix, ids)  # (1, E, d)
+        rows = gen._rows(request.prefix, ids, request.language)  # (1, E, d)
         length = rows.shape[1] + 1  # the host rows and the start mel token
         if length + request.max_codes > self.capacity:
             raise InputError(f"batch: the request reaches {length + request.max_codes} positions, rows hold "

@@ -8,13 +8,15 @@ part that can be exact exact:
     codes      0 ........ c ==== a ------------ b ........ N       chunk j: new codes [a, b)
                           |ctx |                                   left context c = max(0, a - overlap)
     frames     f(x) = target_frames(x) = int(x * 1.72)             global frame grid of the whole segment
+                      (2.5: int(2x * 1.72 * duration_factor), `grid`)
     chunk mel  frames [f(c), f(b))  from  mu = [prompt condition | regulate(content[c:b], f(b) - f(c))]
                                     and   noise = full noise columns [prompt | F + f(c) .. F + f(b))
     audio      the context frames [f(c), f(a)) overlap the previous chunk's last frames: the two are
                cross-faded there; everything else is taken as decoded
 
 * latent rows come per chunk from gpt.LatentStream (exact: the GPT is causal);
-* content (latent projector: vq2emb + gpt_layer, per position) for codes [c, b) is exact;
+* content (latent projector: vq2emb + gpt_layer, per position) for codes [c, b) is exact; 2.5's codec
+  decoder (convolutions over neighbouring codes) sees only the chunk's codes, so its edges differ;
 * frame boundaries are f(a) on the global grid, so the pieces add up to exactly f(N) * hop samples, the
   non-streamed length, and a plan with one chunk reproduces the non-streamed decode bit for bit;
 * each chunk's noise is the slice of the whole-segment noise for its frames, so where the two decodes
@@ -129,25 +131,28 @@ class ChunkedDecoder:
     mel     : the bundle's MelDecoder (latent projector, length regulator, DiT)
     vocoder : the BigVGAN graph (mel (1, n_mels, T) -> (1, T * hop))
     latents : new codes (n,) -> their latent rows (1, n, d), called once per feed in order
-              (gpt.LatentStream.extend, or a slice of a precomputed full latent)
+              (gpt.LatentStream.extend, or a slice of a precomputed full latent); None for 2.5 (no latent)
     spk     : the voice prompt (prompt condition, ref mel, style)
     noise   : (1, n_mels, F + T_max) whole-segment start noise, T_max >= target_frames(final codes);
               the non-streamed decode's noise gives the closest result
     steps, cfg_rate: CFM settings, as MelDecoder.decode
     plan    : where to cut (ChunkPlan)
+    grid    : codes -> mel frames of the segment's first codes (target_frames; 2.5: target_frames_25 with
+              the call's duration factor)
 
-    Each returned piece is float32 audio in order; concatenated they have target_frames(N) * hop samples.
+    Each returned piece is float32 audio in order; concatenated they have grid(N) * hop samples.
     """
 
     mel: MelDecoder
     vocoder: Graph
-    latents: Callable[[np.ndarray], np.ndarray]
+    latents: Callable[[np.ndarray], np.ndarray] | None
     spk: Speaker
     noise: np.ndarray
     steps: int
     cfg_rate: float
     plan: ChunkPlan = ChunkPlan()
     hop: int = 256
+    grid: Callable[[int], int] = target_frames
     codes: list[np.ndarray] = field(default_factory=list)  # every code fed so far, as runs
     latent: list[np.ndarray] = field(default_factory=list)  # their latent rows, as runs (1, n, d)
     done: int = 0  # codes already decoded (the end b of the last chunk)
@@ -165,7 +170,8 @@ class ChunkedDecoder:
         codes = np.asarray(codes, dtype=np.int64).reshape(-1)
         if codes.size:
             self.codes.append(codes)
-            self.latent.append(np.asarray(self.latents(codes), dtype=np.float32))
+            if self.latents is not None:
+                self.latent.append(np.asarray(self.latents(codes), dtype=np.float32))
         pieces = []
         while self.fed >= self.done + self.plan.size(self.chunks):
             pieces.append(self._chunk(self.done + self.plan.size(self.chunks), last=False))
@@ -186,26 +192,26 @@ class ChunkedDecoder:
         start = self.done
         ctx = max(0, start - self.plan.overlap_codes)
         codes = np.concatenate(self.codes)[ctx:end]
-        latent = np.concatenate(self.latent, axis=1)[:, ctx:end]
+        latent = np.concatenate(self.latent, axis=1)[:, ctx:end] if self.latent else None
         wav = self.decode_span(codes, latent, ctx, end)  # audio of frames [f(ctx), f(end))
-        hop = self.hop
-        head = (target_frames(start) - target_frames(ctx)) * hop  # samples of the context frames
+        hop, f = self.hop, self.grid
+        head = (f(start) - f(ctx)) * hop  # samples of the context frames
         out = wav[head:]
         if self.tail is not None:  # the context frames overlap the held-back tail: cross-fade them
             out = np.concatenate([crossfade(self.tail, wav[:head], self.plan.fade), out])
         # hold back the frames the next chunk will re-decode as its context (none after the last chunk)
-        keep = 0 if last else (target_frames(end) - target_frames(end - self.plan.overlap_codes)) * hop
+        keep = 0 if last else (f(end) - f(end - self.plan.overlap_codes)) * hop
         self.tail = out[out.shape[0] - keep:] if keep else None
         self.done, self.chunks = end, self.chunks + 1
         return out[:out.shape[0] - keep]
 
-    def decode_span(self, codes: np.ndarray, latent: np.ndarray, first: int, end: int) -> np.ndarray:
-        """Codes [first, end) of the segment (end - first,) with latent (1, end - first, d) -> float32 audio of
-        frames [f(first), f(end)) of the segment grid ((f(end) - f(first)) * hop samples)."""
-        noise = noise_columns(self.noise, self.spk.ref_mel.shape[2], target_frames(first), target_frames(end))
+    def decode_span(self, codes: np.ndarray, latent: np.ndarray | None, first: int, end: int) -> np.ndarray:
+        """Codes [first, end) of the segment (end - first,) with latent (1, end - first, d; None for 2.5) ->
+        float32 audio of frames [f(first), f(end)) of the segment grid ((f(end) - f(first)) * hop samples)."""
+        f = self.grid
+        noise = noise_columns(self.noise, self.spk.ref_mel.shape[2], f(first), f(end))
         t0 = time.perf_counter()
-        mel = self.mel.decode(codes, latent, self.spk, noise, self.steps, self.cfg_rate,
-                              frames=target_frames(end) - target_frames(first))
+        mel = self.mel.decode(codes, latent, self.spk, noise, self.steps, self.cfg_rate, frames=f(end) - f(first))
         mel = require_finite("mel decoding", np.ascontiguousarray(mel))
         t1 = time.perf_counter()
         wav = require_finite("vocoder", self.vocoder.run({"mel": mel})[0][0])

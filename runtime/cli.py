@@ -31,6 +31,7 @@ PATH_OPTIONS = (
     ("w2v-bert", "the w2v-bert-2.0 folder (config.json, model.safetensors)"),
     ("semantic-codec", "semantic_codec_model.safetensors"), ("campplus", "campplus_cn_common.bin"),
     ("bigvgan", "the BigVGAN folder (config.json, bigvgan_generator.pt)"),
+    ("codec", "codec.pth (IndexTTS-2.5)"), ("tokenizer", "multilingual_zh_ja_yue_char_del.tiktoken (IndexTTS-2.5)"),
 )
 
 
@@ -54,7 +55,9 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _ in PATH_OPTIONS}
     try:
-        cfg = ex.config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml")
+        # the family (IndexTTS-2 or 2.5) is what the folder holds, never what config.yaml says
+        family = ex.checkpoint.folder_family(args.checkpoint, overrides["codec"], overrides["tokenizer"])
+        cfg = ex.config.load_config(overrides["config"] or Path(args.checkpoint) / "config.yaml", family)
         paths = ex.checkpoint.CheckpointPaths.of(args.checkpoint, cfg, **overrides)
         on_fail = "error" if args.strict else "keep" if args.keep_failed else "fallback"
         progress = lambda m: print(m, flush=True)  # noqa: E731
@@ -95,7 +98,11 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     failed = 0
-    for spec in ex.graphs.all_graphs(cfg, ex.bundle.decoder_layout(manifest)):
+    if cfg.family != manifest.family:
+        print(f"error: {args.checkpoint} is an IndexTTS {cfg.family} checkpoint, {bundle} a {manifest.family} bundle",
+              file=sys.stderr)
+        return 1
+    for spec in ex.bundle.bundle_graphs(cfg, ex.bundle.decoder_layout(manifest)):
         entry = manifest.graphs.get(spec.name)
         if entry is None:
             print(f"FAIL {spec.name}: not in the bundle")
@@ -160,7 +167,8 @@ def _synth(args: argparse.Namespace) -> int:
         preset=args.preset, greedy=args.greedy, num_beams=args.beams, top_k=args.top_k, top_p=args.top_p,
         temperature=args.temperature, repetition_penalty=args.repetition_penalty, max_codes=args.max_codes,
         steps=args.steps, cfg_rate=args.cfg_rate, seed=args.seed, emotion_audio=args.emotion_audio,
-        emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector, chunked=args.stream)
+        emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector, chunked=args.stream, lang=args.lang,
+        duration_factor=args.duration_factor)
     tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars,
                     verify=not args.no_verify)
     log = sys.stderr if to_stdout else sys.stdout
@@ -210,7 +218,9 @@ def _info(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     m = load_manifest(bundle)
     g = m.gpt
-    print(f"bundle {bundle} (format {m.format_version}, target {m.target})")
+    from .family import FAMILIES
+
+    print(f"bundle {bundle} (format {m.format_version}, target {m.target}): {FAMILIES[m.family].title}")
     layout = m.graphs["gpt_decoder"].kv_cache.get("layout", "concat") if "gpt_decoder" in m.graphs else "n/a"
     print(f"gpt: {g.layers} layers x {g.model_dim} wide, {g.heads} heads, {g.number_mel_codes} mel codes, "
           f"{g.number_text_tokens} text tokens; decoder KV cache: {layout}")
@@ -243,7 +253,7 @@ def _bench(args: argparse.Namespace) -> int:
             return 2
         variants.insert(0, Variant(TORCH, TORCH, Path(args.checkpoint)))
     workload = Workload(codes=args.codes, beams=args.beams, steps=args.steps, cfg_rate=args.cfg_rate,
-                        seed=args.seed, **({"text": args.text} if args.text else {}))
+                        seed=args.seed, lang=args.lang, **({"text": args.text} if args.text else {}))
     report = run_bench(variants, workload, device=args.device, threads=args.threads, repeats=args.repeats,
                        voice=args.voice, voice_seconds=args.voice_seconds,
                        progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -271,7 +281,7 @@ def _serve(args: argparse.Namespace) -> int:
                           threads=args.threads, verify=not args.no_verify, voices=args.voices,
                           workers=args.workers, max_queue=args.max_queue, batch=not args.no_batch,
                           max_chars=args.max_chars, max_upload_mb=args.max_upload_mb,
-                          max_voice_seconds=args.max_voice_seconds, api_key=args.api_key)
+                          max_voice_seconds=args.max_voice_seconds, api_key=args.api_key, lang=args.lang)
     if args.ray:
         return run_ray(config, RayOptions.from_args(args))
     app = create_app(config)
@@ -339,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--emotion-alpha", type=float, default=1.0,
                     help="emotion strength: scales --emotion-vector (clamped to [0, 1]) or mixes toward "
                          "--emotion-audio (extrapolates outside [0, 1]), as upstream")
+    sy.add_argument("--lang", default=None,
+                    help="the text's language: en, zh, ja, es, ar or zhen (IndexTTS-2.5 bundles need it; 2.0 "
+                         "bundles speak zh/en only)")
+    sy.add_argument("--duration-factor", type=float, default=1.0,
+                    help="IndexTTS-2.5 only: speech length x this, 0.5..2 (default 1)")
     sy.add_argument("--seed", type=int, default=None)
     sy.add_argument("--greedy", action="store_true", help="greedy code generation instead of beam sampling")
     sy.add_argument("--steps", type=int, default=None, help="flow-matching steps, 1..1000 (preset default: 25)")
@@ -364,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     sy.set_defaults(run=_synth)
 
     b = sub.add_parser("bench", help="time bundles against the torch reference on the same work (torch: [export])")
-    b.add_argument("--checkpoint", default=None, metavar="CKPT", help="checkpoint folder for the torch reference")
+    b.add_argument("--checkpoint", default=None, metavar="CKPT",
+                   help="checkpoint folder for the torch reference (2.0 or 2.5: compared with bundles of its family)")
     b.add_argument("--bundle", action="append", default=[], required=True, metavar="[NAME=]PATH",
-                   help="a bundle to time (repeatable); NAME labels its row (default: the folder name)")
+                   help="a bundle to time (repeatable, 2.0 and 2.5 may mix); NAME labels its row (default: the "
+                        "folder name); the first is the baseline without torch")
     b.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     b.add_argument("--codes", type=int, default=250, help="codes per utterance, fixed (default 250)")
     b.add_argument("--beams", type=int, default=3, help="beam-sampling beams (default 3, upstream)")
@@ -376,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch.set_num_threads and ONNX Runtime intra-op threads")
     b.add_argument("--no-torch", action="store_true", help="no torch reference row (runtime-only machines)")
     b.add_argument("--text", default=None, help="the text to speak; must be one segment (default: an English sentence)")
+    b.add_argument("--lang", default="en",
+                   help="the text's language, given to every variant: 2.5 takes en zh ja es ar zhen, 2.0 en zh zhen "
+                        "(default en)")
     b.add_argument("--voice", type=Path, default=None, metavar="AUDIO", help="voice prompt (default: a synthetic one)")
     b.add_argument("--voice-seconds", type=float, default=10.0, help="length of the synthetic prompt (default 10)")
     b.add_argument("--seed", type=int, default=0, help="the call's seed: codes and CFM noise, as synth's (default 0)")
@@ -403,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="require `Authorization: Bearer KEY` on every endpoint but /health "
                          "(default: $INDEXTTS2_API_KEY; none: no auth)")
     se.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the bundle's files")
+    se.add_argument("--lang", default=None,
+                    help="language of requests without a `lang` field (IndexTTS-2.5 bundles need one of the two)")
     ray = se.add_argument_group("Ray Serve (--ray)")
     ray.add_argument("--ray", action="store_true", help="run as a Ray Serve application (needs [ray])")
     ray.add_argument("--replicas", type=int, default=1, help="replicas, each with its own model (default 1)")

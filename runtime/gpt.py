@@ -3,10 +3,18 @@
 The decoder graph holds the GPT body once; this module builds its inputs with upstream's rules
 (architecture §2.1.2, §2.1.5-2.1.6; upstream-quirks 2 and 4) from the embedding tables in the bundle:
 
-    prefix  = [speaker latents + emovec (32) | speed rows 1, 0]                      (34 rows)
-    prefill = [prefix | text [0, ids without 0/1, 1] at text positions | start mel at mel position 0]
+    prefix  = [speaker latents + emovec (32) | speed rows 1, 0]                (2.0: 34 rows)
+            = [style @ speaker_projection + bias + emovec | 0 | 0]               (2.5: 3 rows)
+    prefill = [prefix | text [0, ids without 0/1, 1] at text positions (+ the language row, 2.5)
+               | start mel at mel position 0]
     step k  = mel_embedding[code_k] + mel_pos[k + 1]      (k-th generated code, k >= 1: position 1 unused)
     latent  = [prefix | text [0, ids, 1] | mel [start, codes, stop] at positions 0..N+1] -> hidden states
+              (2.0 only: 2.5 has no latent pass)
+
+In 2.5's vocabulary ids 0 and 1 are `!` and `"`: upstream drops them from the GPT input all the same (its
+start/stop text tokens keep the numbers 0 and 1), and so does `runs` (spec indextts25.md §2). Upstream
+then left-pads the shortened text with one masked row per dropped id; a masked row changes nothing the
+GPT computes (no position embedding on the body, mel positions counted after the text), so none is built.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ from .manifest import GPTDims
 from .sampling import SamplingOptions, TokenDecoder, make_decoder
 from .sessions import Graph
 
-TABLES = ("text_embedding", "text_pos_embedding", "mel_embedding", "mel_pos_embedding", "speed_embedding")
+TABLES = ("text_embedding", "text_pos_embedding", "mel_embedding", "mel_pos_embedding")
+# per family: 2.0's two speed rows; 2.5's language rows and the projection of the CAMPPlus style
+FAMILY_TABLES = {"2.0": ("speed_embedding",),
+                 "2.5": ("lang_embedding", "speaker_projection", "speaker_projection_bias")}
 
 
 def join_runs(runs: Iterator[np.ndarray], on_codes: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
@@ -55,12 +66,17 @@ class GptTables:
     text_pos_embedding: np.ndarray  # (max_text_tokens + 2, d)
     mel_embedding: np.ndarray  # (number_mel_codes, d)
     mel_pos_embedding: np.ndarray  # (max_mel_tokens + 3, d)
-    speed_embedding: np.ndarray  # (2, d)
+    speed_embedding: np.ndarray | None = None  # (2, d)                        2.0
+    lang_embedding: np.ndarray | None = None  # (languages + 1, d)            2.5
+    speaker_projection: np.ndarray | None = None  # (style_dim, d)            2.5: spk_emb_proj, transposed
+    speaker_projection_bias: np.ndarray | None = None  # (d,)                 2.5
 
     @staticmethod
-    def load(path: Path) -> "GptTables":
+    def load(path: Path, family: str = "2.0") -> "GptTables":
+        """The tables of a `family` bundle (a missing one is a KeyError naming it)."""
         with np.load(path, allow_pickle=False) as z:
-            return GptTables(**{name: np.ascontiguousarray(z[name], dtype=np.float32) for name in TABLES})
+            return GptTables(**{name: np.ascontiguousarray(z[name], dtype=np.float32)
+                                for name in TABLES + FAMILY_TABLES[family]})
 
 
 @dataclass
@@ -86,22 +102,37 @@ class CodeGenerator:
         speed = self.tables.speed_embedding[[1, 0]][None]  # (1, 2, d)
         return np.concatenate([speaker_latent + emovec[:, None, :], speed], axis=1).astype(np.float32)
 
-    def _rows(self, prefix: np.ndarray, ids: list[int]) -> np.ndarray:
-        """[prefix | start text, ids, stop text at text positions] -> (1, 34+L+2, d): the host-built rows
-        before the mel tokens."""
+    def campplus_prefix(self, style: np.ndarray, emovec: np.ndarray) -> np.ndarray:
+        """2.5: (1, style_dim) CAMPPlus style and (1, d) emotion vector -> the (1, 3, d) conditioning rows
+        [spk_emb_proj(style) + emovec, 0, 0] (upstream's speed rows are zeros in 2.5)."""
+        t = self.tables
+        speaker = style.astype(np.float32) @ t.speaker_projection + t.speaker_projection_bias  # (1, d)
+        rows = np.zeros((1, 3, t.speaker_projection.shape[1]), dtype=np.float32)
+        rows[:, 0] = speaker + emovec
+        return rows
+
+    def language(self, lang_id: int | None) -> np.ndarray | None:
+        """2.5: the language embedding row (d,) upstream adds to every text position; None for 2.0."""
+        return None if lang_id is None else self.tables.lang_embedding[lang_id]
+
+    def _rows(self, prefix: np.ndarray, ids: list[int], language: np.ndarray | None = None) -> np.ndarray:
+        """[prefix | start text, ids, stop text at text positions (+ `language`, 2.5)] -> (1, P+L+2, d): the
+        host-built rows before the mel tokens."""
         d, t = self.dims, self.tables
         ids = [d.start_text_token, *ids, d.stop_text_token]
-        text = (t.text_embedding[ids] + t.text_pos_embedding[: len(ids)])[None]  # (1, L+2, d)
-        return np.concatenate([prefix, text], axis=1).astype(np.float32)
+        text = t.text_embedding[ids] + t.text_pos_embedding[: len(ids)]  # (L+2, d)
+        if language is not None:
+            text = text + language
+        return np.concatenate([prefix, text[None]], axis=1).astype(np.float32)
 
     def _capacity(self, rows: np.ndarray) -> int:
         """Positions a sequence can reach: its host rows and every mel position (start, codes, stop)."""
         return rows.shape[1] + self.tables.mel_pos_embedding.shape[0]
 
-    def _start(self, prefix: np.ndarray, ids: list[int]):
+    def _start(self, prefix: np.ndarray, ids: list[int], language: np.ndarray | None = None):
         """The rows up to the start mel token (at mel position 0) through the decoder -> (logits, hidden,
         state)."""
-        rows = self._rows(prefix, ids)
+        rows = self._rows(prefix, ids, language)
         start = np.array([self.dims.start_mel_token], dtype=np.int64)
         return self.calls.start(rows, start, np.zeros(1, dtype=np.int64), self._capacity(rows))
 
@@ -121,18 +152,21 @@ class CodeGenerator:
 
     def generate(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
                  rng: np.random.Generator, trace: list | None = None, min_codes: int = 0,
-                 on_codes: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+                 on_codes: Callable[[np.ndarray], None] | None = None,
+                 language: np.ndarray | None = None) -> np.ndarray:
         """Decode codes for one segment -> int64 (N,), cut before the first stop token.
 
         min_codes: the stop token is banned for the first `min_codes` codes (HF `min_new_tokens`; 0 = upstream).
         Benchmarks use it to generate a fixed number of codes from random weights.
         `trace`, when given, receives each step's raw last-position logits (rows, V) (for tests).
         `on_codes`, when given, receives codes as soon as they are final (`runs`), in order, each code
-        once; together they are the returned codes. It does not change what is generated."""
-        return join_runs(self.runs(prefix, text_ids, options, max_codes, rng, trace, min_codes), on_codes)
+        once; together they are the returned codes. It does not change what is generated.
+        `language`: 2.5's language row added to the text rows (`language(lang_id)`); None for 2.0."""
+        return join_runs(self.runs(prefix, text_ids, options, max_codes, rng, trace, min_codes, language), on_codes)
 
     def runs(self, prefix: np.ndarray, text_ids: list[int], options: SamplingOptions, max_codes: int,
-             rng: np.random.Generator, trace: list | None = None, min_codes: int = 0) -> Iterator[np.ndarray]:
+             rng: np.random.Generator, trace: list | None = None, min_codes: int = 0,
+             language: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """The decode loop as a generator of runs of final codes (non-empty int64 arrays, in order):
         every step with one row (greedy, plain sampling); with beams, as soon as every candidate result
         agrees on them (`TokenDecoder.settled`). Concatenated they are `generate`'s codes. A consumer that
@@ -141,7 +175,7 @@ class CodeGenerator:
         ids = [t for t in text_ids if t not in (d.start_text_token, d.stop_text_token)]
         calls = self.calls
         # Prefill once with one row; every beam starts from the same prefix, so the cache is tiled.
-        logits, hidden, cache = self._start(prefix, ids)
+        logits, hidden, cache = self._start(prefix, ids, language)
         decoder = self.token_decoder(hidden.shape[1], options, max_codes, rng)
         calls.reorder(cache, np.zeros(decoder.rows, dtype=np.int64))
         logits = np.repeat(logits, decoder.rows, axis=0)

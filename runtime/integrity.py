@@ -208,18 +208,22 @@ def _shape_error(path: Path, what: str, got: tuple, want: tuple, why: str) -> Bu
 
 def check_gpt_tables(path: Path, tables: GptTables, manifest: Manifest) -> None:
     """Each embedding table (rows, model_dim) with the rows the GPT dims imply (export `_write_tables`)."""
-    d = manifest.gpt
+    d, style = manifest.gpt, manifest.acoustic.style_dim
     want = {
-        "text_embedding": (d.number_text_tokens + 1, "number_text_tokens + 1"),
-        "text_pos_embedding": (d.max_text_tokens + 2, "max_text_tokens + 2"),
-        "mel_embedding": (d.number_mel_codes, "number_mel_codes"),
-        "mel_pos_embedding": (d.max_mel_tokens + 3, "max_mel_tokens + 3"),
-        "speed_embedding": (2, "2 speeds"),
+        "text_embedding": ((d.number_text_tokens + 1, d.model_dim), "number_text_tokens + 1, gpt.model_dim"),
+        "text_pos_embedding": ((d.max_text_tokens + 2, d.model_dim), "max_text_tokens + 2, gpt.model_dim"),
+        "mel_embedding": ((d.number_mel_codes, d.model_dim), "number_mel_codes, gpt.model_dim"),
+        "mel_pos_embedding": ((d.max_mel_tokens + 3, d.model_dim), "max_mel_tokens + 3, gpt.model_dim"),
     }
-    for name, (rows, why) in want.items():
+    if manifest.family == "2.5":  # the language rows are checked against the tokenizer (check_vocab_25)
+        want["speaker_projection"] = ((style, d.model_dim), "acoustic.style_dim, gpt.model_dim")
+        want["speaker_projection_bias"] = ((d.model_dim,), "gpt.model_dim")
+    else:
+        want["speed_embedding"] = ((2, d.model_dim), "2 speeds, gpt.model_dim")
+    for name, (shape, why) in want.items():
         got = getattr(tables, name).shape
-        if got != (rows, d.model_dim):
-            raise _shape_error(path, name, got, (rows, d.model_dim), f"{why}, gpt.model_dim")
+        if got != shape:
+            raise _shape_error(path, name, got, shape, why)
 
 
 def check_matrices(paths: tuple[Path, Path], emotion: np.ndarray, speaker: np.ndarray, manifest: Manifest) -> None:
@@ -244,6 +248,20 @@ def check_vocab(path: Path, tokenizer: Tokenizer, manifest: Manifest) -> None:
     if tokenizer.vocab_size > rows:
         raise BundleError(f"{path}: {tokenizer.vocab_size} pieces, but the GPT has {rows} text embeddings "
                           "(gpt.number_text_tokens + 1)", MISMATCH)
+
+
+def check_vocab_25(path: Path, tokenizer, tables_path: Path, tables: GptTables, manifest: Manifest) -> None:
+    """2.5: the tiktoken file's ids (ranks + specials) are exactly gpt.number_text_tokens, as upstream's
+    config ties them, and every language id has a row of lang_embedding (d wide)."""
+    d = manifest.gpt
+    if tokenizer.n_vocab != d.number_text_tokens:
+        raise BundleError(f"{path}: {tokenizer.n_vocab} token ids ({tokenizer.n_ranks} ranks + specials), but the "
+                          f"GPT has gpt.number_text_tokens = {d.number_text_tokens}", MISMATCH)
+    rows = max(tokenizer.language_id(lang) for lang in ("en", "zh", "ja", "es", "ar", "zhen")) + 1
+    got = tables.lang_embedding.shape
+    if got[0] < rows or got[1:] != (d.model_dim,):
+        raise BundleError(f"{tables_path}: lang_embedding has shape {list(got)}, the tokenizer's language ids "
+                          f"need at least {rows} rows of gpt.model_dim {d.model_dim}", MISMATCH)
 
 
 def check_decoder(bundle: Path, graph: Graph, manifest: Manifest) -> None:
@@ -297,19 +315,28 @@ class BundleTables:
 
     gpt: GptTables
     matrices: EmotionMatrices
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer  # 2.0's SentencePiece front end; a MultilingualTokenizer (tiktoken) for 2.5
     mel_filterbank: np.ndarray
 
     @staticmethod
     def load(bundle: Path, manifest: Manifest, max_text_chars: int) -> "BundleTables":
-        gpt_path, gpt = _read(bundle, manifest, "gpt_tables", GptTables.load)
-        check_gpt_tables(gpt_path, gpt, manifest)
+        family = manifest.family
+        gpt_path, gpt = _read(bundle, manifest, "gpt_tables", lambda p: GptTables.load(p, family))
         emo_path, emo = _read(bundle, manifest, "emotion_matrix", np.load)
         spk_path, spk = _read(bundle, manifest, "speaker_matrix", np.load)
         check_matrices((emo_path, spk_path), emo, spk, manifest)
-        tok_path, tokenizer = _read(bundle, manifest, "tokenizer",
-                                    lambda p: Tokenizer.load(p, max_chars=max_text_chars))
-        check_vocab(tok_path, tokenizer, manifest)
+        if family == "2.5":
+            from .multilingual import MultilingualTokenizer  # tiktoken: loaded only for 2.5 bundles
+
+            tok_path, tokenizer = _read(bundle, manifest, "tokenizer",
+                                        lambda p: MultilingualTokenizer.load(p, max_chars=max_text_chars,
+                                                                           max_text_tokens=manifest.gpt.max_text_tokens))
+            check_vocab_25(tok_path, tokenizer, gpt_path, gpt, manifest)
+        else:
+            tok_path, tokenizer = _read(bundle, manifest, "tokenizer",
+                                        lambda p: Tokenizer.load(p, max_chars=max_text_chars))
+            check_vocab(tok_path, tokenizer, manifest)
+        check_gpt_tables(gpt_path, gpt, manifest)
         mel_path, bank = _read(bundle, manifest, "mel_filterbank", np.load)
         check_filterbank(mel_path, bank, manifest)
         return BundleTables(gpt, EmotionMatrices.split(emo, spk, manifest.emo_num), tokenizer, bank)

@@ -69,6 +69,12 @@ class SynthesisOptions:
     # text segmentation: BPE tokens per segment, as upstream (120)
     max_tokens_per_segment: int = 120
 
+    # the text's language: IndexTTS-2.5 bundles need one of en, zh, ja, es, ar, zhen (upstream's `lang`);
+    # 2.0 bundles speak zh/en only (None, "zh", "en" or "zhen": one front end) (family.Family.check_lang)
+    lang: Optional[str] = None
+    # IndexTTS-2.5 only: mel frames per code x this (0.5..2; 1 = upstream's default); 2.0 accepts only 1
+    duration_factor: float = 1.0
+
     # streaming (stream() only): codes in the first chunk, the largest chunk, and codes of left context
     # each later chunk re-decodes (measured with tools/stream_quality.py; README "Streaming")
     chunked: bool = True  # False: stream() yields one chunk per segment, each decoded whole (as synthesize)
@@ -92,6 +98,9 @@ class SynthesisOptions:
         for name in ("max_tokens_per_segment", "first_chunk_codes", "chunk_codes", "overlap_codes"):
             LIMITS[name].check(name, getattr(self, name))
         check_optional("chunk_prompt_frames", self.chunk_prompt_frames)
+        if self.lang is not None and not isinstance(self.lang, str):
+            raise InputError(f"lang must be a language code such as 'en', got {self.lang!r}")
+        LIMITS["duration_factor"].check("duration_factor", self.duration_factor)
         if not isinstance(self.chunked, bool):
             raise InputError(f"chunked must be a bool, got {self.chunked!r}")
         self.chunk_plan()

@@ -20,6 +20,7 @@ from .audio import (CAMPPLUS_MIN_FRAMES, emotion_waveform, kaldi_fbank, load_aud
                     seamless_features, speaker_waveforms)
 from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vector, vector_emovec
 from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
+from .family import FAMILIES, GRAPHS_20, Family
 from .chunked import ChunkedDecoder, prompt_tail
 from .batched import BatchedGenerator, BatchOptions, CodeRequest
 from .gpt import CodeGenerator, join_runs
@@ -30,7 +31,7 @@ from .options import AudioSource, SynthesisOptions, call_options
 from .presets import DEFAULT_PRESET, LIMITS, UPSTREAM_MAX_CODES, check_optional, resolve_max_codes
 from .prompt import PromptEncoder
 from .results import AudioChunk, Metrics, SynthesisResult
-from .s2mel import MelDecoder, cfm_noise, target_frames
+from .s2mel import DIT_MAX_FRAMES, MelDecoder, cfm_noise, target_frames, target_frames_25
 from .sampling import NonFiniteScores, SamplingOptions
 from .sessions import Graph, providers_for
 from .speaker import Speaker, check_semantic_frames
@@ -38,8 +39,7 @@ from .text import DEFAULT_MAX_CHARS
 
 _LOG = logging.getLogger(__name__)
 
-GRAPHS = ("gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder", "semantic_encoder", "semantic_codec",
-          "campplus", "length_regulator", "latent_projector", "dit", "bigvgan")
+GRAPHS = GRAPHS_20  # a 2.0 bundle's graphs; family.FAMILIES says each family's
 
 SEGMENT_GAP_S = 0.2  # upstream joins segments with 200 ms of silence
 
@@ -112,11 +112,12 @@ def load_bundle(bundle: str | Path, device: str = "cpu", threads: int | None = N
     providers = providers_for(device)
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
-    missing = [name for name in GRAPHS if name not in manifest.graphs]
+    names = FAMILIES[manifest.family].graphs
+    missing = [name for name in names if name not in manifest.graphs]
     if missing:
         raise BundleError(f"{bundle}: the bundle has no {', '.join(missing)} graph",
                           "re-export it with this version of indextts2-onnx")
-    for name in GRAPHS:
+    for name in names:
         target = manifest.graphs[name].device
         if target not in ("any", device):
             _LOG.warning("%s was exported for %s (%s); it runs on %s but slower, or less precisely",
@@ -124,9 +125,9 @@ def load_bundle(bundle: str | Path, device: str = "cpu", threads: int | None = N
     # sha256 of every listed file in a background thread while sessions load; leaving the block joins it
     # and raises a mismatch, before this function returns (a failure inside still reports it first)
     with ChecksumJob(bundle, manifest, list(manifest.files) if verify else []):
-        for name in GRAPHS:  # weights only from listed files (hashed above), before ONNX Runtime reads any
+        for name in names:  # weights only from listed files (hashed above), before ONNX Runtime reads any
             graph_data_files(bundle, manifest, name)
-        graphs = {name: Graph.open(bundle, name, manifest.graphs[name], providers, threads) for name in GRAPHS}
+        graphs = {name: Graph.open(bundle, name, manifest.graphs[name], providers, threads) for name in names}
         check_decoder(bundle, graphs["gpt_decoder"], manifest)
         tables = BundleTables.load(bundle, manifest, max_text_chars)
     return manifest, graphs, tables
@@ -158,9 +159,10 @@ class IndexTTS2:
         """An IndexTTS2 over graphs and tables opened already (`load_bundle`, or wrappers of them: any
         object with Graph's `run` and `providers`). Nothing is read or checked here beyond the graph names;
         `bundle` is only recorded (None when there is no folder)."""
-        missing = [name for name in GRAPHS if name not in graphs]
+        names = FAMILIES[manifest.family].graphs
+        missing = [name for name in names if name not in graphs]
         if missing:
-            raise BundleError(f"from_graphs: no {', '.join(missing)} graph", f"pass all of {', '.join(GRAPHS)}")
+            raise BundleError(f"from_graphs: no {', '.join(missing)} graph", f"pass all of {', '.join(names)}")
         tts = cls.__new__(cls)
         tts._assemble(None if bundle is None else Path(bundle), manifest, graphs, tables)
         return tts
@@ -170,13 +172,17 @@ class IndexTTS2:
         """The stage objects over the graphs. Nothing here changes after construction: calls share it."""
         self.bundle = bundle
         self.manifest = manifest
-        self._speaker_graph = graphs["gpt_speaker_conditioning"]
+        self.family: Family = FAMILIES[manifest.family]
+        # 2.0 only: the speaker Conformer + Perceiver, the prompt's codec quantizer, the latent projector;
+        # 2.5 only: the codec decoder (None where the family has no such graph)
+        self._speaker_graph = graphs.get("gpt_speaker_conditioning")
         self._emotion_graph = graphs["gpt_emotion_vector"]
         self._codes = CodeGenerator(graphs["gpt_decoder"], tables.gpt, manifest.gpt,
                                     decoder_io(manifest.graphs["gpt_decoder"], manifest.gpt))
-        self._prompt = PromptEncoder(graphs["semantic_encoder"], graphs["semantic_codec"], graphs["campplus"],
+        self._prompt = PromptEncoder(graphs["semantic_encoder"], graphs.get("semantic_codec"), graphs["campplus"],
                                      graphs["length_regulator"])
-        self._mel = MelDecoder(graphs["latent_projector"], graphs["length_regulator"], graphs["dit"])
+        self._mel = MelDecoder(graphs.get("latent_projector"), graphs["length_regulator"], graphs["dit"],
+                               graphs.get("codec_decoder"))
         self._vocoder = graphs["bigvgan"]
         self._matrices = tables.matrices
         self._tokenizer = tables.tokenizer
@@ -289,9 +295,16 @@ class IndexTTS2:
 
     # --- text ------------------------------------------------------------------------------------
 
-    def tokenize(self, text: str,
-                 max_tokens_per_segment: int = SynthesisOptions.max_tokens_per_segment) -> list[list[int]]:
-        """Normalise, tokenise and segment `text` as upstream does -> per-segment raw BPE id lists."""
+    def tokenize(self, text: str, max_tokens_per_segment: int = SynthesisOptions.max_tokens_per_segment,
+                 lang: str | None = None) -> list[list[int]]:
+        """Normalise, tokenise and segment `text` as upstream does -> per-segment raw token id lists.
+
+        lang: 2.5 needs the text's language (en, zh, ja, es, ar, zhen); each segment then starts with its
+        language token, as upstream encodes it (without upstream's trailing id 1, which the GPT drops
+        anyway). A 2.0 bundle takes None, "zh", "en" or "zhen" (its one front end)."""
+        lang = self.family.check_lang(lang)
+        if self.family.name == "2.5":
+            return self._tokenizer.segments(text, lang, max_tokens_per_segment=max_tokens_per_segment)
         return self._tokenizer.segments(text, max_tokens_per_segment=max_tokens_per_segment)
 
     # --- code generation -------------------------------------------------------------------------
@@ -310,21 +323,41 @@ class IndexTTS2:
             )
         return ids
 
-    def _speaker_latent(self, spk: Speaker) -> np.ndarray:
-        """The GPT's speaker latents (1, 32, d) for `spk`. `stream` computes them once per call and every
-        segment reuses them; nothing is memoised on the object, so concurrent calls share no state."""
+    def _speaker_latent(self, spk: Speaker) -> np.ndarray | None:
+        """2.0: the GPT's speaker latents (1, 32, d) for `spk`. `stream` computes them once per call and every
+        segment reuses them; nothing is memoised on the object, so concurrent calls share no state.
+        2.5: None (its speaker row is a projection of the style, made with the prefix)."""
+        if self._speaker_graph is None:
+            return None
         latent = self._speaker_graph.run({"semantic": self._semantic(spk.semantic, "Speaker.semantic")})[0]
         return require_finite(STAGES[1], latent)
+
+    def _prefix(self, spk: Speaker, emovec: np.ndarray, spk_latent: np.ndarray | None) -> np.ndarray:
+        """The GPT's conditioning rows: 2.0 [latents + emovec | speed rows] from the speaker latents
+        (computed here when not given); 2.5 [projected style + emovec | 0 | 0]."""
+        if self.family.name == "2.5":
+            return require_finite(STAGES[1], self._codes.campplus_prefix(spk.style, emovec))
+        return self._codes.prefix(self._speaker_latent(spk) if spk_latent is None else spk_latent, emovec)
+
+    def _language(self, lang: str | None) -> np.ndarray | None:
+        """2.5: the language embedding row of `lang` (checked) added to every text row; 2.0: None."""
+        lang = self.family.check_lang(lang)
+        return self._codes.language(self._tokenizer.language_id(lang)) if self.family.name == "2.5" else None
 
     def generate_codes(self, token_ids, spk: Speaker, emovec: np.ndarray, greedy: bool = False,
                        num_beams: int = DEFAULT_PRESET.num_beams, top_k: int = DEFAULT_PRESET.top_k,
                        top_p: float = DEFAULT_PRESET.top_p, temperature: float = DEFAULT_PRESET.temperature,
                        repetition_penalty: float = DEFAULT_PRESET.repetition_penalty, max_codes: int | None = None,
                        seed: int | None = None, min_codes: int = 0,
-                       on_codes: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Semantic codes for one text segment and upstream's latent for them.
+                       on_codes: Callable[[np.ndarray], None] | None = None,
+                       lang: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Semantic codes for one text segment and upstream's latent for them (2.5: (codes, None), it has
+        no latent pass).
 
-        token_ids: one segment's raw BPE ids (no start/stop text tokens)
+        token_ids: one segment's ids as `tokenize` gives them (no start/stop text tokens; ids 0 and 1 are
+                   dropped inside, as upstream's GPT drops them: in 2.5 they are `!` and `"`)
+        lang     : 2.5: the segment's language (its language row is added to every text position); 2.0:
+                   None or its own (see tokenize)
         max_codes: codes at most; None: upstream's 1500, lowered to the checkpoint's max_mel_tokens
         min_codes: no stop before this many codes (HF `min_new_tokens`; benchmarks fix the length with it)
         on_codes : called with each run of codes as soon as it is final (every step with one row; with
@@ -336,24 +369,27 @@ class IndexTTS2:
         options = SamplingOptions(greedy=greedy, num_beams=1 if greedy else num_beams, top_k=top_k, top_p=top_p,
                                   temperature=temperature, repetition_penalty=repetition_penalty)  # InputError
         codes, latent, _ = self._generate_codes_timed(token_ids, spk, emovec, options, max_codes, seed, min_codes,
-                                                      on_codes)
+                                                      on_codes, lang=lang)
         return codes, latent
 
     def _generate_codes_timed(self, token_ids, spk: Speaker, emovec: np.ndarray, options: SamplingOptions,
                               max_codes: int | None, seed: int | None, min_codes: int = 0,
                               on_codes: Callable[[np.ndarray], None] | None = None,
                               spk_latent: np.ndarray | None = None,
-                              source: CodeSource | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                              source: CodeSource | None = None,
+                              lang: str | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
         """`generate_codes` with its stage seconds returned as a value: (codes, latent, {conditioning_s,
         decode_s, latent_s}). `spk_latent`: the Speaker's latents when the caller computed them already;
-        `source`: where the codes are decoded (None: this process's loop)."""
+        `source`: where the codes are decoded (None: this process's loop). 2.5: latent None, latent_s 0."""
         t0 = time.perf_counter()
-        request = self.code_request(token_ids, spk, emovec, options, max_codes, seed, min_codes, spk_latent)
+        request = self.code_request(token_ids, spk, emovec, options, max_codes, seed, min_codes, spk_latent, lang)
         prefix, ids = request.prefix, list(request.text_ids)
         t1 = time.perf_counter()
         codes = join_runs((source or self.code_runs)(request), on_codes)
         t2 = time.perf_counter()
-        latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
+        latent = None
+        if self.family.latent_pass:
+            latent = require_finite(STAGES[3], self._codes.latent(prefix, ids, codes))
         t3 = time.perf_counter()
         if codes.shape[0] == 0:
             _LOG.warning("the GPT produced the stop token first: no codes for this segment")
@@ -365,16 +401,16 @@ class IndexTTS2:
         output guard's error for the code generation stage."""
         try:
             yield from self._codes.runs(request.prefix, list(request.text_ids), request.options, request.max_codes,
-                                        request.rng, min_codes=request.min_codes)
+                                        request.rng, min_codes=request.min_codes, language=request.language)
         except NonFiniteScores as e:  # the decoder's logits held NaN / +inf
             raise non_finite(STAGES[3]) from e
 
     def code_request(self, token_ids, spk: Speaker, emovec: np.ndarray, options: SamplingOptions = SamplingOptions(),
                      max_codes: int | None = None, seed: int | None = None, min_codes: int = 0,
-                     spk_latent: np.ndarray | None = None) -> CodeRequest:
+                     spk_latent: np.ndarray | None = None, lang: str | None = None) -> CodeRequest:
         """One segment's decoding as a value for a BatchedGenerator, checked as `generate_codes` checks
         its arguments; decoded in a batch it gives `generate_codes`' codes for the same arguments.
-        Runs the speaker conditioning graph unless `spk_latent` (the Speaker's latents) is given."""
+        2.0 runs the speaker conditioning graph unless `spk_latent` (the Speaker's latents) is given."""
         d = self.manifest.gpt
         spk = self._check_speaker(spk)
         ids = self._check_tokens(token_ids)
@@ -385,10 +421,9 @@ class IndexTTS2:
         if emovec.shape != (1, d.model_dim):
             raise InputError(f"emovec: expected shape (1, {d.model_dim}), got {emovec.shape}",
                              "use IndexTTS2.emotion_vector")
-        if spk_latent is None:
-            spk_latent = self._speaker_latent(spk)
-        return CodeRequest(self._codes.prefix(spk_latent, emovec), ids, options, max_codes,
-                           np.random.default_rng(seed), int(min_codes))
+        language = self._language(lang)
+        return CodeRequest(self._prefix(spk, emovec, spk_latent), ids, options, max_codes,
+                           np.random.default_rng(seed), int(min_codes), language)
 
     def batched_generator(self, options: BatchOptions = BatchOptions()) -> BatchedGenerator:
         """A BatchedGenerator over this bundle's decoder (shared layout: BundleError otherwise), for
@@ -397,10 +432,20 @@ class IndexTTS2:
 
     # --- mel and waveform ------------------------------------------------------------------------
 
-    def decode_mel(self, codes: np.ndarray, latent: np.ndarray, spk: Speaker, steps: int = DEFAULT_PRESET.steps,
-                   cfg_rate: float = DEFAULT_PRESET.cfg_rate, noise: np.ndarray | None = None,
-                   seed: int | None = None) -> np.ndarray:
-        """Mel frames (1, n_mels, int(N * 1.72)) for one segment's codes and latent (upstream s2mel).
+    def target_frames(self, n_codes: int, duration_factor: float = 1.0) -> int:
+        """Mel frames s2mel makes of `n_codes` codes: 2.0 int(N * 1.72) (float32, upstream's tensor math);
+        2.5 int(2N * 1.72 * duration_factor) (float64, as upstream writes it)."""
+        if self.family.name == "2.5":
+            return target_frames_25(n_codes, duration_factor)
+        return target_frames(n_codes)
+
+    def decode_mel(self, codes: np.ndarray, latent: np.ndarray | None, spk: Speaker,
+                   steps: int = DEFAULT_PRESET.steps, cfg_rate: float = DEFAULT_PRESET.cfg_rate,
+                   noise: np.ndarray | None = None, seed: int | None = None,
+                   duration_factor: float = 1.0) -> np.ndarray:
+        """Mel frames (1, n_mels, target_frames(N)) for one segment's codes (upstream s2mel): 2.0 from the
+        codes and their latent (1, N, d); 2.5 from the codes alone (latent None), stretched by
+        `duration_factor` (0.5..2; 2.0 takes only 1).
 
         noise: the CFM start noise for the whole sequence (1, n_mels, prompt frames + target frames), as
         upstream draws it; None draws it from a generator seeded with `seed`. Bounds: presets.LIMITS."""
@@ -408,26 +453,37 @@ class IndexTTS2:
         spk = self._check_speaker(spk)
         steps = LIMITS["steps"].check("steps", steps)
         cfg_rate = LIMITS["cfg_rate"].check("cfg_rate", cfg_rate)
+        duration_factor = self.family.check_duration_factor(duration_factor)
         check_optional("seed", seed)
         codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-        latent = finite_input("latent", latent)
         n = codes.shape[0]
         if n == 0:
             raise InputError("codes: empty", "the GPT produced no codes for this segment; try another seed")
         if codes.min() < 0 or codes.max() >= a.codebook_size:
             raise InputError(f"codes: ids must lie in 0..{a.codebook_size - 1} (stop token removed)")
-        if latent.shape != (1, n, self.manifest.gpt.model_dim):
-            raise InputError(f"latent: expected shape (1, {n}, {self.manifest.gpt.model_dim}), got {latent.shape}")
-        total = spk.ref_mel.shape[2] + target_frames(n)
+        if self.family.latent_pass:
+            latent = finite_input("latent", latent)
+            if latent.shape != (1, n, self.manifest.gpt.model_dim):
+                raise InputError(f"latent: expected shape (1, {n}, {self.manifest.gpt.model_dim}), "
+                                 f"got {latent.shape}")
+        elif latent is not None:
+            raise InputError(f"latent: an {self.family.title} bundle has no latent pass",
+                             "pass None: its mel comes from the codes alone")
+        frames = self.target_frames(n, duration_factor)
+        total = spk.ref_mel.shape[2] + frames
         shape = (1, a.n_mels, total)
         if total < a.dit_min_frames:
             raise InputError(f"{total} mel frames in all; the DiT needs at least {a.dit_min_frames}")
+        if total > DIT_MAX_FRAMES:
+            raise InputError(f"{total} mel frames in all (prompt + target); the DiT takes at most {DIT_MAX_FRAMES}",
+                             "use a shorter voice prompt, fewer codes or a smaller duration_factor")
         if noise is None:
             noise = cfm_noise(seed, a.n_mels, total)  # frame by frame, as the chunked path and torch side draw it
         noise = finite_input("noise", noise)
         if noise.shape != shape:
             raise InputError(f"noise: expected shape {shape} (prompt + target frames), got {noise.shape}")
-        return require_finite(STAGES[4], self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate)))
+        return require_finite(STAGES[4], self._mel.decode(codes, latent, spk, noise, int(steps), float(cfg_rate),
+                                                          frames=frames))
 
     def vocode(self, mel: np.ndarray) -> np.ndarray:
         """BigVGAN: mel (1, n_mels, T) -> float32 waveform (hop_length * T,) in [-1, 1]."""
@@ -458,8 +514,8 @@ class IndexTTS2:
         the audio work runs as the chunks are consumed, and stops when the consumer stops (closing the
         iterator). A stage producing NaN or inf raises GenerationError naming it.
         code_source: where each segment's codes are decoded (a server's batching scheduler); None: here."""
-        opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
-        segments = self.tokenize(text, opts.max_tokens_per_segment)
+        opts = self.resolve_options(call_options(options, args, overrides))
+        segments = self.tokenize(text, opts.max_tokens_per_segment, opts.lang)
         return self._chunks(segments, speaker, opts, opts.chunked, code_source)
 
     def synthesize(self, text: str, speaker: AudioSource | Speaker, options: SynthesisOptions | None = None,
@@ -467,11 +523,18 @@ class IndexTTS2:
         """The whole text as one float32 waveform in [-1, 1], each segment decoded whole (upstream's
         result), segments joined with 200 ms of silence, and the call's metrics. Arguments as `stream`'s;
         the result unpacks as `sr, wav` too."""
-        opts = call_options(options, args, overrides).resolve(self.manifest.gpt.max_mel_tokens)
-        segments = self.tokenize(text, opts.max_tokens_per_segment)
+        opts = self.resolve_options(call_options(options, args, overrides))
+        segments = self.tokenize(text, opts.max_tokens_per_segment, opts.lang)
         chunks = list(self._chunks(segments, speaker, opts, False, code_source))
         sr = self.manifest.acoustic.sample_rate
         return SynthesisResult(np.concatenate([c.audio for c in chunks]), sr, chunks[-1].metrics)
+
+    def resolve_options(self, options: SynthesisOptions) -> SynthesisOptions:
+        """A call's options with the preset filled in and `lang` / `duration_factor` checked against this
+        bundle's family (lang None becomes the family's default; 2.5 has none: InputError)."""
+        o = options.resolve(self.manifest.gpt.max_mel_tokens)
+        return replace(o, lang=self.family.check_lang(o.lang),
+                       duration_factor=self.family.check_duration_factor(o.duration_factor))
 
     def _chunks(self, segments: list[list[int]], speaker: AudioSource | Speaker, o: SynthesisOptions,
                 chunked: bool, source: CodeSource | None = None) -> Iterator[AudioChunk]:
@@ -506,12 +569,12 @@ class IndexTTS2:
     def _segment_whole(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise, source):
         """One segment decoded whole: yields (audio, stage seconds, True) once."""
         codes, latent, t = self._generate_codes_timed(ids, spk, emovec, o.sampling(), o.max_codes, s_codes,
-                                                      o.min_codes, spk_latent=spk_latent, source=source)
+                                                      o.min_codes, spk_latent=spk_latent, source=source, lang=o.lang)
         if codes.shape[0] == 0:
             raise no_codes()
         check_codebook(codes, self.manifest.acoustic.codebook_size)
         t2 = time.perf_counter()
-        mel = self.decode_mel(codes, latent, spk, o.steps, o.cfg_rate, seed=s_noise)
+        mel = self.decode_mel(codes, latent, spk, o.steps, o.cfg_rate, seed=s_noise, duration_factor=o.duration_factor)
         t3 = time.perf_counter()
         wav = self.vocode(mel)
         t["mel_s"], t["vocoder_s"], t["codes"] = t3 - t2, time.perf_counter() - t3, int(codes.shape[0])
@@ -520,13 +583,14 @@ class IndexTTS2:
     def _segment_pieces(self, ids, spk, emovec, spk_latent, o, s_codes, s_noise, source):
         """One segment decoded in chunks while the GPT decodes: yields (audio, stage seconds since the
         previous piece, is_last) per piece. The GPT's runs of final codes (CodeGenerator.runs) feed a
-        ChunkedDecoder whose latent rows come from the incremental latent pass (exact); its noise is
-        drawn for the longest possible segment (cfm_noise: the first frames equal the non-streamed draw)."""
+        ChunkedDecoder whose latent rows come from the incremental latent pass (exact; 2.5 has none); its
+        noise is drawn for the longest possible segment (cfm_noise: the first frames equal the non-streamed
+        draw)."""
         a, ids = self.manifest.acoustic, self._check_tokens(ids)
         t0 = time.perf_counter()
-        prefix = self._codes.prefix(spk_latent, emovec)
-        lat = self._codes.latent_stream(prefix, ids)
+        prefix = self._prefix(spk, emovec, spk_latent)
         spent = {"conditioning_s": time.perf_counter() - t0, "decode_s": 0.0, "latent_s": 0.0, "codes": 0}
+        lat = self._codes.latent_stream(prefix, ids) if self.family.latent_pass else None
 
         def latents(codes: np.ndarray) -> np.ndarray:
             t = time.perf_counter()
@@ -534,12 +598,16 @@ class IndexTTS2:
             spent["latent_s"] += time.perf_counter() - t
             return rows
 
-        noise = cfm_noise(s_noise, a.n_mels, spk.ref_mel.shape[2] + target_frames(o.max_codes))
+        def grid(n: int) -> int:
+            return self.target_frames(n, o.duration_factor)
+
+        noise = cfm_noise(s_noise, a.n_mels, spk.ref_mel.shape[2] + grid(o.max_codes))
         prompt, noise = prompt_tail(spk, noise, o.chunk_prompt_frames)
-        dec = ChunkedDecoder(self._mel, self._vocoder, latents, prompt, noise, o.steps, o.cfg_rate, o.chunk_plan(),
-                             a.hop_length)
+        dec = ChunkedDecoder(self._mel, self._vocoder, None if lat is None else latents, prompt, noise, o.steps, o.cfg_rate, o.chunk_plan(),
+                             a.hop_length, grid=grid)
         runs = (source or self.code_runs)(CodeRequest(prefix, ids, o.sampling(), o.max_codes,
-                                                      np.random.default_rng(s_codes), o.min_codes))
+                                                      np.random.default_rng(s_codes), o.min_codes,
+                                                      self._language(o.lang)))
         reported = {"mel_s": 0.0, "vocoder_s": 0.0}
 
         def delta() -> dict:

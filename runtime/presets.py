@@ -97,6 +97,8 @@ LIMITS: dict[str, Bound] = {
     "chunk_prompt_frames": Bound(16, integer=True, note="voice-prompt mel frames that condition a streamed chunk"),
     "steps": Bound(1, 1000, integer=True, note="flow-matching steps; upstream uses 25"),
     "cfg_rate": Bound(0, note="0 switches classifier-free guidance off; upstream uses 0.7"),
+    "duration_factor": Bound(0.5, 2.0, note="IndexTTS-2.5 only: mel frames per code x this (upstream's web UI "
+                                            "range); 2 keeps the longest segment inside the DiT's 16384 frames"),
     "threads": Bound(1, 256, integer=True, note="leave it unset for ONNX Runtime's default, the physical cores"),
     "seed": Bound(0, integer=True, note="leave it unset for a random seed"),
     "emotion_alpha": Bound(note="with an emotion vector it is clamped to [0, 1]; with emotion audio "

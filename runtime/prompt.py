@@ -1,7 +1,8 @@
 """The voice prompt's neural half: front-end features -> the five `Speaker` arrays (upstream infer_v2).
 
     semantic          = w2v-BERT layer 17, normalised, of the speaker path's SeamlessM4T features
-    S_ref             = codec quantize(semantic)                    (quantized, out-projected features)
+    S_ref             = codec quantize(semantic)                    (2.0: quantized, out-projected features)
+                      = semantic                                    (2.5: the un-quantised features)
     emotion_semantic  = the same encoder on the emotion path's features
     style             = CAMPPlus(fbank - its time mean)
     prompt_condition  = length_regulator(S_ref, ref_mel frames)
@@ -22,7 +23,7 @@ from .speaker import Speaker
 @dataclass
 class PromptEncoder:
     semantic_encoder: Graph
-    codec: Graph
+    codec: Graph | None  # 2.0's semantic_codec (quantize); None for 2.5, which conditions on the features
     campplus: Graph
     regulator: Graph
 
@@ -49,7 +50,7 @@ class PromptEncoder:
                 fbank: np.ndarray, ref_mel: np.ndarray, stage: str = "speaker preparation") -> Speaker:
         """Front-end features -> Speaker; a graph output holding NaN / inf is a GenerationError naming `stage`."""
         semantic = require_finite(stage, self.semantic(features, mask, "speaker features"))
-        _, s_ref = self.codec.run({"semantic": semantic})
+        s_ref = semantic if self.codec is None else self.codec.run({"semantic": semantic})[1]
         ref_mel = np.asarray(ref_mel, dtype=np.float32)
         if ref_mel.ndim != 3 or ref_mel.shape[0] != 1 or ref_mel.shape[2] == 0:
             raise InputError(f"ref_mel: expected (1, n_mels, frames) with frames > 0, got {ref_mel.shape}")

@@ -76,6 +76,8 @@ class SpeechRequest(BaseModel):
     steps: Optional[int] = None
     max_codes: Optional[int] = None
     min_codes: int = 0  # no stop before this many codes: fixes lengths for load tests on random weights
+    lang: Optional[str] = None  # the text's language: IndexTTS-2.5 bundles need one (en zh ja es ar zhen)
+    duration_factor: float = 1.0  # IndexTTS-2.5 only: speech length x this (0.5..2)
 
 
 class ApiError(Exception):
@@ -326,13 +328,14 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
         fields = dict(preset=req.preset, seed=req.seed, steps=req.steps, max_codes=req.max_codes,
                       min_codes=req.min_codes,
                       emotion_audio=emotion, emotion_alpha=req.emotion_alpha, emotion_vector=req.emotion_vector,
-                      chunked=req.stream_format is not None)
+                      chunked=req.stream_format is not None, lang=req.lang if req.lang is not None else config.lang,
+                      duration_factor=req.duration_factor)
         try:
-            options = SynthesisOptions(**fields).resolve(tts.manifest.gpt.max_mel_tokens)
+            options = tts.resolve_options(SynthesisOptions(**fields))
         except InputError as e:
-            raise from_runtime(e, param_of(fields, tts.manifest.gpt.max_mel_tokens, e.message)) from e
+            raise from_runtime(e, param_of(fields, tts, e.message)) from e
         try:
-            tokens = sum(len(s) for s in tts.tokenize(req.input, options.max_tokens_per_segment))
+            tokens = sum(len(s) for s in tts.tokenize(req.input, options.max_tokens_per_segment, options.lang))
         except InputError as e:
             raise from_runtime(e, "input") from e
         return Job(req.input, speaker, options, tokens), fmt
@@ -366,15 +369,15 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
     return app
 
 
-def param_of(fields: dict, max_mel_tokens: int, message: str = "") -> str | None:
-    """The request field an options error is about: the one its message names (`steps=0: ...`, the
-    bounds table's form), else the one SynthesisOptions refuses on its own (None: neither)."""
-    named = re.match(r"(\w+)=", message)
+def param_of(fields: dict, tts, message: str = "") -> str | None:
+    """The request field an options error is about: the one its message names (`steps=0: ...` or
+    `lang: ...`), else the one the options refuse on their own for this bundle (None: neither)."""
+    named = re.match(r"(\w+)[=:]", message)
     if named and named.group(1) in fields:
         return named.group(1)
     for name, value in fields.items():
         try:
-            SynthesisOptions(**{name: value}).resolve(max_mel_tokens)
+            tts.resolve_options(SynthesisOptions(**{name: value}))
         except InputError:
             return "emotion_voice" if name == "emotion_audio" else name
     return None

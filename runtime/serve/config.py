@@ -27,6 +27,8 @@ class ServerConfig:
     api_key         : when set, every endpoint but /health needs `Authorization: Bearer <key>`
                       (None here: the INDEXTTS2_API_KEY environment variable, if set)
     warmup          : run one short synthesis at start; /ready answers 200 once it is done
+    lang            : the language of requests that name none (their `lang` field); IndexTTS-2.5 bundles
+                      need one or the other, 2.0 bundles speak zh/en only
     """
 
     bundle: str
@@ -45,6 +47,7 @@ class ServerConfig:
     api_key: str | None = None
     warmup: bool = True
     retry_after_s: int = 2
+    lang: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("workers", 1), ("max_queue", 0), ("max_chars", 1), ("port", 0), ("retry_after_s", 1)):

@@ -90,7 +90,8 @@ class Engine:
         sr = self.tts.manifest.acoustic.sample_rate
         try:
             voice = self.tts.prepare_speaker((synthetic_voice(3.0, sr), sr))
-            options = SynthesisOptions(preset="fast", max_codes=8, min_codes=8, steps=2, seed=0)
+            lang = None if self.tts.family.default_lang else "en"  # 2.5 needs one; warm-up text is English
+            options = SynthesisOptions(preset="fast", max_codes=8, min_codes=8, steps=2, seed=0, lang=lang)
             self.tts.synthesize("Warm up.", voice, options, code_source=self._source(Ticket()))
         except IndexTTS2Error as e:
             _LOG.warning("warm-up: %s", e)
