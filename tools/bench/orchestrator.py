@@ -1,6 +1,12 @@
 """The bench's orchestrator: one child process per variant on the same voice and work, then the ratios.
 
 It never imports torch (the torch worker is only started as a child process) nor a worker module.
+
+Bundles may be of either family (IndexTTS2 2.0, IndexTTS-2.5) in one run; each row says its family. The
+ratios are against one baseline row: the torch reference when there is one, else the first bundle. The
+torch reference is of its checkpoint's family and is compared only with bundles of that family (its ratios
+measure the runtime against torch on one model); a first-bundle baseline is compared with every bundle,
+and the report says when that compares different models (`with_ratios`, `report.markdown`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 
 from ..runtime.audio import synthetic_voice, write_wav
 from ..runtime.errors import InputError
+from ..runtime.family import FAMILIES
 from ..runtime.manifest import load_manifest
 from ..runtime.text import Tokenizer
 from .workload import RUNTIME, TIME_METRICS, TORCH, BenchError, Job, Workload, one_segment
@@ -47,12 +54,26 @@ def parse_bundle(text: str) -> Variant:
     return Variant(name, RUNTIME, Path(path))
 
 
-def check_text(text: str, variants: list[Variant]) -> None:
-    """Fail early, before any model loads, when the text is not one segment (first bundle's tokenizer)."""
-    bundles = [v.path for v in variants if v.kind == RUNTIME]
-    if bundles:
-        m = load_manifest(bundles[0])
-        one_segment(Tokenizer.load(bundles[0] / m.tables["tokenizer"]).segments(text), text)
+def check_text(text: str, lang: str, variants: list[Variant]) -> None:
+    """Fail early, before any model loads, when a bundle does not speak `lang` or the text is not one
+    segment for it: each bundle's own tokenizer, of its manifest's family (2.5: tiktoken, with `lang`)."""
+    for v in variants:
+        if v.kind != RUNTIME:
+            continue
+        m = load_manifest(v.path)
+        where = f"--bundle {v.name}"
+        try:
+            code = FAMILIES[m.family].check_lang(lang)
+        except InputError as e:
+            raise InputError(f"{where}: {e.message}", e.hint) from e
+        path = Path(v.path) / m.tables["tokenizer"]
+        if m.family == "2.5":
+            from ..runtime.multilingual import MultilingualTokenizer  # tiktoken: only for 2.5 bundles
+
+            segments = MultilingualTokenizer.load(path, max_text_tokens=m.gpt.max_text_tokens).segments(text, code)
+        else:
+            segments = Tokenizer.load(path).segments(text)
+        one_segment(segments, text)
 
 
 def run_worker(job: Job) -> dict:
@@ -70,13 +91,26 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return None if num is None or not den else num / den
 
 
-def compare(row: dict, ref: dict) -> dict:
-    """Ratios of a variant to the torch reference: speedup = torch / variant, memory and size variant / torch."""
-    speedup = {k: ratio(ref["median"][k], row["median"][k]) for k in TIME_METRICS}
-    speedup["load_s"] = ratio(ref["load_s"], row["load_s"])
-    return {"speedup": speedup, "peak_rss_ratio": ratio(row["peak_rss_mib"], ref["peak_rss_mib"]),
-            "peak_gpu_ratio": ratio(row["peak_gpu_mib"], ref["peak_gpu_mib"]),
-            "size_ratio": ratio(row["size_mib"], ref["size_mib"])}
+def compare(row: dict, base: dict) -> dict:
+    """Ratios of a variant to the baseline: speedup = baseline / variant, memory and size variant / baseline."""
+    speedup = {k: ratio(base["median"][k], row["median"][k]) for k in TIME_METRICS}
+    speedup["load_s"] = ratio(base["load_s"], row["load_s"])
+    return {"speedup": speedup, "peak_rss_ratio": ratio(row["peak_rss_mib"], base["peak_rss_mib"]),
+            "peak_gpu_ratio": ratio(row["peak_gpu_mib"], base["peak_gpu_mib"]),
+            "size_ratio": ratio(row["size_mib"], base["size_mib"])}
+
+
+def with_ratios(rows: list[dict]) -> str:
+    """Set each row's `vs_baseline` (None: not compared) -> the baseline's name.
+
+    The baseline is the torch row when there is one, else the first. Torch is compared only with bundles
+    of its checkpoint's family: its speedups say what the runtime gains on one model, which a bundle of
+    the other family cannot say. A bundle baseline is compared with every row, whatever its family."""
+    base = next((r for r in rows if r["kind"] == TORCH), rows[0])
+    for row in rows:
+        same = base["kind"] != TORCH or row["family"] == base["family"]
+        row["vs_baseline"] = compare(row, base) if same else None
+    return base["variant"]
 
 
 def _version(dist: str) -> str | None:
@@ -120,7 +154,7 @@ def run_bench(variants: list[Variant], workload: Workload = Workload(), device: 
         if not (Path(v.path) / need).is_file():
             what = "--checkpoint: a checkpoint folder" if v.kind == TORCH else f"--bundle {v.name}: a bundle folder"
             raise InputError(f"{v.path}: no {need} there", f"pass {what}")
-    check_text(workload.text, variants)
+    check_text(workload.text, workload.lang, variants)
     synthetic = voice is None
     with tempfile.TemporaryDirectory(prefix="indextts2-bench-") as tmp:
         if synthetic:
@@ -132,10 +166,10 @@ def run_bench(variants: list[Variant], workload: Workload = Workload(), device: 
             job = Job(v.name, v.kind, str(v.path), str(voice), device, threads, repeats, workload)
             rows.append(run_worker(job))
             m = rows[-1]["median"]
-            progress(f"  {v.name}: {m['total_s']:.2f} s for {m['audio_s']:.2f} s of audio (RTF {m['rtf']:.2f})")
-    ref = next((r for r in rows if r["kind"] == TORCH), None)
-    for row in rows:
-        row["vs_torch"] = compare(row, ref) if ref is not None else None
+            progress(f"  {v.name} ({rows[-1]['family']}): {m['total_s']:.2f} s for {m['audio_s']:.2f} s of audio "
+                     f"(RTF {m['rtf']:.2f}; GPT {m['ms_per_code']:.1f} ms/code, {m['ms_per_audio_s']:.0f} ms per "
+                     "audio second)")
+    baseline = with_ratios(rows)
     return {"bench": "indextts2-onnx bench", **environment(rows, device, threads), "repeats": repeats,
             "voice": f"synthetic {voice_seconds:g} s at {VOICE_SR} Hz" if synthetic else "given",
-            "workload": asdict(workload), "variants": rows}
+            "workload": asdict(workload), "baseline": baseline, "variants": rows}

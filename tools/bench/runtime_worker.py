@@ -4,7 +4,9 @@
 
 Each timed run is one `IndexTTS2.synthesize(text, voice, Workload.options())` call; its stages are the
 call's `result.metrics`, and `text_s` is what the call's wall time holds beyond them (`stage_seconds`).
-Time to first audio comes from the same work through `stream()`, once per timed run (`streamed`).
+Time to first audio comes from the same work through `stream()`, once per timed run (`streamed`). The
+bundle may be of either family (IndexTTS2 2.0 or IndexTTS-2.5): the row says which (`family`) and how many
+codes make a second of its audio (`codes_per_second`); `Workload.lang` is the call's language.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def synthesize(tts, voice: str | Path, w: Workload) -> Output:
     """One timed `tts.synthesize` call (an `IndexTTS2`) -> (waveform, codes generated, stage seconds).
 
     The text is checked to be one segment before the clock starts (the orchestrator checked it with the
-    first bundle's tokenizer; this bundle's may differ)."""
-    one_segment(tts.tokenize(w.text), w.text)
+    bundle's tokenizer; the check is repeated here for a worker started on its own)."""
+    one_segment(tts.tokenize(w.text, lang=w.lang), w.text)
     options = w.options()
     t0 = time.perf_counter()
     result = tts.synthesize(w.text, str(voice), options)
@@ -76,7 +78,8 @@ def runtime_worker(job: Job) -> dict:
     for run in report["runs"]:  # time to first audio: the same work streamed, once per timed run
         run.update(streamed(tts, job.voice, job.workload))
     report["median"] = medians(report["runs"])
-    return {**report, **bundle_facts(Path(job.path)), "providers": tts.providers, "peak_rss_mib": peak_rss_mib(),
+    return {**report, "family": tts.family.name, "codes_per_second": tts.family.codes_per_second,
+            **bundle_facts(Path(job.path)), "providers": tts.providers, "peak_rss_mib": peak_rss_mib(),
             # ORT has no clean peak-allocation counter (its arena reserves, nvidia-smi adds the context)
             "peak_gpu_mib": None, "versions": {"onnxruntime": ort.__version__}}
 

@@ -7,6 +7,11 @@ It books the stages the runtime worker reads from `Metrics` the same way: the em
 `prompt_s`, the speaker latent and the decode prefix in `conditioning_s`; `text_s` is tokenisation. Codes
 and CFM noise are seeded as `IndexTTS2.synthesize` seeds them (`segment_seeds`), and a generated code the
 codec cannot embed is refused as the runtime refuses it (`check_codebook`).
+
+The checkpoint may be of either family. For IndexTTS-2.5 (`ref.is_25`) the text goes through the tiktoken
+front end in `Workload.lang`, the decode prefix carries that language's row (`conditioning(lang_id=)`),
+there is no latent pass (`latent_s` ~0, as in the runtime) and the mel comes from the codec
+decoder (`decode_mel`). The row says the family, so the orchestrator compares it only with bundles of it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..export.config import ConfigError
 from ..export.torch_pipeline import (TorchReference, conditioning, decode_mel, emotion_vector, generate_codes,
                                      prepare_speaker, vocode)
 from ..runtime.errors import IndexTTS2Error
+from ..runtime.family import FAMILIES
 from ..runtime.pipeline import check_codebook, segment_seeds
 from .workload import Job, Output, Stopwatch, Workload, measure, one_segment, peak_rss_mib, worker_main
 
@@ -35,20 +41,26 @@ def synthesize(ref: TorchReference, voice: str | Path, w: Workload) -> Output:
     The runtime worker's stages, options and seeds; tensors are created on the reference's device
     (`torch.device` context) so the modules' own factories land there."""
     gpt = ref.models.gpt
+    lang = FAMILIES[ref.models.cfg.family].check_lang(w.lang)  # as IndexTTS2.resolve_options checks it
     code_seed, noise_seed = (int(s) for s in segment_seeds(w.seed, 1)[0])  # the text is one segment
     clock = Stopwatch(ref.sync)
     with torch.no_grad(), ref.device:
-        ids = one_segment(ref.tokenizer.segments(w.text), w.text)
+        if ref.is_25:  # the language token leads the ids, and its embedding row is added to the text
+            ids = one_segment(ref.tokenizer.segments(w.text, lang), w.text)
+            lang_id = ref.tokenizer.language_id(lang)
+        else:  # 2.0's one front end routes zh/en itself
+            ids, lang_id = one_segment(ref.tokenizer.segments(w.text), w.text), None
         clock.lap("text_s")
         spk = prepare_speaker(ref, voice)
         emovec = emotion_vector(gpt, spk)  # as Metrics.prompt_s: speaker preparation and the emotion vector
         clock.lap("prompt_s")
-        cond = conditioning(gpt, spk, emovec, ids)
+        cond = conditioning(gpt, spk, emovec, ids, lang_id)
         clock.lap("conditioning_s")
         codes = generate_codes(gpt, cond, w.options().sampling(), w.codes, np.random.default_rng(code_seed),
                                min_codes=w.codes)
         clock.lap("decode_s")
-        latent = reference.latent(gpt, cond.speaker_latent, cond.emovec, ids, codes.tolist())
+        # 2.5 has no second pass: its latent_s is the lap alone, ~0 (as in the runtime)
+        latent = None if ref.is_25 else reference.latent(gpt, cond.speaker_latent, cond.emovec, ids, codes.tolist())
         clock.lap("latent_s")
         check_codebook(codes, ref.models.cfg.semantic_codec.codebook_size)
         mel = decode_mel(ref, codes, latent, spk, w.steps, w.cfg_rate, noise_seed)
@@ -58,12 +70,17 @@ def synthesize(ref: TorchReference, voice: str | Path, w: Workload) -> Output:
     return wav, int(codes.shape[0]), clock.timings()
 
 
-def checkpoint_size_mib(paths: CheckpointPaths) -> float:
-    """Bytes on disk of every file the reference reads (folders summed), in MiB."""
+# The CheckpointPaths fields a family's reference does not read (2.5: codec.pth and the tiktoken file
+# replace the semantic codec and bpe.model).
+UNREAD = {"2.0": ("root", "codec", "tokenizer"), "2.5": ("root", "semantic_codec", "bpe")}
+
+
+def checkpoint_size_mib(paths: CheckpointPaths, family: str) -> float:
+    """Bytes on disk of every file the reference of `family` reads (folders summed), in MiB."""
     total = 0
     for f in fields(paths):
         p = getattr(paths, f.name)
-        if f.name == "root":
+        if f.name in UNREAD[family]:
             continue
         files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else []
         total += sum(q.stat().st_size for q in files)
@@ -77,8 +94,10 @@ def torch_worker(job: Job) -> dict:
     ref, report = measure(job, lambda: TorchReference.load(job.path, job.device), synthesize,
                           lambda r: r.sample_rate)
     cuda = ref.device.type == "cuda"
-    return {**report, "size_mib": checkpoint_size_mib(ref.paths),
-            "precision": {f.name: "fp32" for f in fields(ref.models) if f.name != "cfg"},
+    family = FAMILIES[ref.models.cfg.family]
+    loaded = [f.name for f in fields(ref.models) if f.name != "cfg" and getattr(ref.models, f.name) is not None]
+    return {**report, "family": family.name, "codes_per_second": family.codes_per_second,
+            "size_mib": checkpoint_size_mib(ref.paths, family.name), "precision": {name: "fp32" for name in loaded},
             "providers": [f"torch eager {ref.device.type}"], "peak_rss_mib": peak_rss_mib(),
             "peak_gpu_mib": torch.cuda.max_memory_allocated(ref.device) / 2**20 if cuda else None,
             "gpu": torch.cuda.get_device_name(ref.device) if cuda else None,

@@ -25,8 +25,9 @@ from ..runtime.options import SynthesisOptions
 
 DEFAULT_TEXT = ("The quick brown fox jumps over the lazy dog, then it runs back into the quiet forest to rest.")
 STAGES = ("text_s", "prompt_s", "conditioning_s", "decode_s", "latent_s", "mel_s", "vocoder_s")
-# Seconds-like metrics (lower is better): speedup = torch / variant for each.
-TIME_METRICS = (*STAGES, "total_s", "ttfa_s", "ms_per_code", "rtf")
+# Seconds-like metrics (lower is better): speedup = baseline / variant for each. GPT time per code and per
+# second of audio: a code is 20 ms of audio in 2.0 and 40 ms in 2.5 (family.Family.codes_per_second).
+TIME_METRICS = (*STAGES, "total_s", "ttfa_s", "ms_per_code", "ms_per_audio_s", "rtf")
 TORCH = "torch"  # the reference row's name and kind
 RUNTIME = "runtime"
 WARMUP_CODES, WARMUP_STEPS = 8, 2
@@ -60,6 +61,7 @@ class Workload:
     temperature: float = 0.8
     repetition_penalty: float = 10.0
     seed: int = 0  # seeds the codes and the CFM noise (segment_seeds)
+    lang: str = "en"  # the text's language: 2.5 needs one; 2.0 takes en, zh or zhen (its one front end)
 
     def options(self) -> SynthesisOptions:
         """The public synthesis options of this work (the runtime worker's call; the torch worker takes its
@@ -67,7 +69,7 @@ class Workload:
         return SynthesisOptions(greedy=self.greedy, num_beams=self.beams, top_k=self.top_k, top_p=self.top_p,
                                 temperature=self.temperature, repetition_penalty=self.repetition_penalty,
                                 steps=self.steps, cfg_rate=self.cfg_rate, seed=self.seed, max_codes=self.codes,
-                                min_codes=self.codes)
+                                min_codes=self.codes, lang=self.lang)
 
     def warmup(self) -> Workload:
         """A short utterance that touches every graph and code path before timing starts."""
@@ -127,7 +129,9 @@ class Stopwatch:
 
 
 def summarize(timings: dict[str, float], audio_s: float, codes: int) -> dict[str, float]:
-    """One run's metrics: the stage seconds plus RTF, GPT ms per code and time to first audio.
+    """One run's metrics: the stage seconds plus RTF, GPT ms per code and per second of audio (the decode
+    loop's time: the same code count is 2.5's double length of audio, so per-second is the fair comparison
+    across families) and time to first audio.
 
     The text is one segment, so the first waveform chunk is the whole output: time to first audio equals
     the end-to-end time (`ttfa_s == total_s`). Runtime rows then replace `ttfa_s` with the first chunk of
@@ -135,7 +139,8 @@ def summarize(timings: dict[str, float], audio_s: float, codes: int) -> dict[str
     total = timings["total_s"]
     return {**{s: timings.get(s, 0.0) for s in STAGES}, "total_s": total, "ttfa_s": total,
             "audio_s": audio_s, "rtf": total / audio_s, "codes": float(codes),
-            "ms_per_code": 1000.0 * timings.get("decode_s", 0.0) / max(codes, 1)}
+            "ms_per_code": 1000.0 * timings.get("decode_s", 0.0) / max(codes, 1),
+            "ms_per_audio_s": 1000.0 * timings.get("decode_s", 0.0) / audio_s}
 
 
 def medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -144,7 +149,17 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (MiB): ru_maxrss is KiB on Linux, bytes on macOS."""
+    """This process's peak resident set size so far (MiB). Linux: `VmHWM` of /proc/self/status, the peak of
+    this program's own memory; ru_maxrss would carry the parent's peak over fork and exec, so a worker
+    started by a big process (a test run holding torch) would report that process's size. Elsewhere
+    ru_maxrss (bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
