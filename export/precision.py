@@ -161,9 +161,9 @@ class GreedyProbe:
 
     features -> semantic_encoder -> speaker conditioning / emotion vector -> prefix -> decoder -> codes
 
-IndexTTS-2.5 (`family` "2.5") has no speaker-conditioning graph: the prefix is [style @ speaker_projection +
-bias + emovec, 0, 0] with a seeded random CAMPPlus style per prompt, the texts go through the tiktoken
-front end as English, and English's language row is added to the text rows.
+    IndexTTS-2.5 (`family` "2.5") has no speaker-conditioning graph: the prefix is [style @
+    speaker_projection + bias + emovec, 0, 0] with a seeded random CAMPPlus style per prompt, the texts go
+    through the tiktoken front end as English, and English's language row is added to the text rows.
 
     The reference runs the fp32 graphs; `gate(name, path)` swaps in one converted graph on top of those
     already accepted (`accept`), so the last gate measures the combination the bundle ships, and passes

@@ -257,7 +257,9 @@ def check_vocab_25(path: Path, tokenizer, tables_path: Path, tables: GptTables, 
     if tokenizer.n_vocab != d.number_text_tokens:
         raise BundleError(f"{path}: {tokenizer.n_vocab} token ids ({tokenizer.n_ranks} ranks + specials), but the "
                           f"GPT has gpt.number_text_tokens = {d.number_text_tokens}", MISMATCH)
-    rows = max(tokenizer.language_id(lang) for lang in ("en", "zh", "ja", "es", "ar", "zhen")) + 1
+    from .multilingual import LANGUAGES_25
+
+    rows = max(tokenizer.language_id(lang) for lang in LANGUAGES_25) + 1
     got = tables.lang_embedding.shape
     if got[0] < rows or got[1:] != (d.model_dim,):
         raise BundleError(f"{tables_path}: lang_embedding has shape {list(got)}, the tokenizer's language ids "
@@ -326,7 +328,7 @@ class BundleTables:
         spk_path, spk = _read(bundle, manifest, "speaker_matrix", np.load)
         check_matrices((emo_path, spk_path), emo, spk, manifest)
         if family == "2.5":
-            from .multilingual import MultilingualTokenizer  # tiktoken: loaded only for 2.5 bundles
+            from .multilingual import MultilingualTokenizer  # tiktoken: imported only for 2.5 bundles
 
             tok_path, tokenizer = _read(bundle, manifest, "tokenizer",
                                         lambda p: MultilingualTokenizer.load(p, max_chars=max_text_chars,

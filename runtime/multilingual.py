@@ -57,7 +57,7 @@ from typing import Callable
 import tiktoken
 
 from .errors import InputError
-from .text import DEFAULT_MAX_CHARS, clean_punctuation
+from .text import DEFAULT_MAX_CHARS, check_text, clean_punctuation
 from .text import normalize as normalize_zh_en  # the 2.0 normaliser (wetext)
 
 logger = logging.getLogger(__name__)
@@ -300,13 +300,7 @@ class MultilingualTokenizer:
     def prepare(self, text: str, lang: str, normalize: bool = True) -> str:
         """Checked input -> the text after steps 2-7 (module docstring), without the prefix."""
         self._check_lang(lang)
-        if not isinstance(text, str):
-            raise InputError(f"text must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError("text is empty", "pass at least one word to speak")
-        if len(text) > self.max_chars:
-            raise InputError(f"text has {len(text)} characters, more than the limit of {self.max_chars}",
-                             "split it into several calls, or raise the limit (max_chars)")
+        check_text(text, self.max_chars, "max_chars")
         out = clean(text)
         if normalize:
             out = self._normalize(out, lang)

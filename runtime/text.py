@@ -338,6 +338,19 @@ def split_segments(pieces: list[str], max_tokens: int = 120, quick_streaming_tok
 DEFAULT_MAX_CHARS = 5000
 
 
+def check_text(text, max_chars: int, limit: str) -> str:
+    """`text` when it is a non-blank str of at most `max_chars` characters, else InputError (`limit`:
+    where the caller's limit is raised, for the hint)."""
+    if not isinstance(text, str):
+        raise InputError(f"text must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError("text is empty", "pass at least one word to speak")
+    if len(text) > max_chars:
+        raise InputError(f"text has {len(text)} characters, more than the limit of {max_chars}",
+                         f"split it into several calls, or raise the limit with {limit}")
+    return text
+
+
 class Tokenizer:
     """The checkpoint's `bpe.model` plus the front end above.
 
@@ -373,13 +386,7 @@ class Tokenizer:
 
     def pieces(self, text: str) -> list[str]:
         """Checked input -> pieces; raises InputError for unusable text."""
-        if not isinstance(text, str):
-            raise InputError(f"text must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError("text is empty", "pass at least one word to speak")
-        if len(text) > self.max_chars:
-            raise InputError(f"text has {len(text)} characters, more than the limit of {self.max_chars}",
-                             "split it into several calls, or raise the limit with Tokenizer(max_chars=...)")
+        check_text(text, self.max_chars, "Tokenizer(max_chars=...)")
         pieces = tokenize_pieces(text, self.sp)
         if not any(p != "\u2581" for p in pieces):
             raise InputError(f"text {text[:40]!r} normalises to nothing speakable",

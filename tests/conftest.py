@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"  # official_keys.json: the loading contract (from the spec)
 
 
-def make_checkpoint(out: Path, config: str = "tiny", seed: int = 0) -> Path:
-    subprocess.run([sys.executable, str(REPO / "tools" / "make_checkpoint.py"), "--config", config,
+def make_checkpoint(out: Path, config: str = "tiny", seed: int = 0, model: str = "2.0") -> Path:
+    """tools/make_checkpoint.py: a random-weight folder of `model` (2.0 or 2.5) at `config` size."""
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_checkpoint.py"), "--model", model, "--config", config,
                     "--out", str(out), "--seed", str(seed)], check=True, capture_output=True)
     return out
 
@@ -26,28 +27,26 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+def export_tiny(checkpoint: Path, out: Path, **options) -> Path:
+    """`export_bundle` of `checkpoint` into `out` (fp32; `options` as export_bundle's, e.g. decoder=)."""
     pytest.importorskip("torch")
     from indextts2_onnx.export.bundle import export_bundle
     from indextts2_onnx.export.checkpoint import CheckpointPaths
 
-    out = tmp_path_factory.mktemp("bundle") / "tiny"
-    export_bundle(CheckpointPaths.of(tiny_checkpoint), out)
+    export_bundle(CheckpointPaths.of(checkpoint), out, **options)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    return export_tiny(tiny_checkpoint, tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_concat_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     """The same checkpoint exported with the first-generation (concat KV cache) decoder, the layout of
     every bundle before format 1.3: the runtime keeps running those."""
-    pytest.importorskip("torch")
-    from indextts2_onnx.export.bundle import export_bundle
-    from indextts2_onnx.export.checkpoint import CheckpointPaths
-
-    out = tmp_path_factory.mktemp("bundle") / "tiny_concat"
-    export_bundle(CheckpointPaths.of(tiny_checkpoint), out, decoder="concat")
-    return out
+    return export_tiny(tiny_checkpoint, tmp_path_factory.mktemp("bundle") / "tiny_concat", decoder="concat")
 
 
 @pytest.fixture(scope="session")
@@ -75,25 +74,13 @@ def one_thread():
 # --- IndexTTS-2.5: the same, from configs/tiny25 ----------------------------------------------------------
 
 
-def make_checkpoint_25(out: Path, config: str = "tiny", seed: int = 0) -> Path:
-    subprocess.run([sys.executable, str(REPO / "tools" / "make_checkpoint.py"), "--model", "2.5", "--config", config,
-                    "--out", str(out), "--seed", str(seed)], check=True, capture_output=True)
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny25_checkpoint(tmp_path_factory) -> Path:
     """A random-weight IndexTTS-2.5 folder in upstream's layout (codec.pth, the .tiktoken tokenizer, ...)."""
-    return make_checkpoint_25(tmp_path_factory.mktemp("ckpt25") / "tiny25")
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt25") / "tiny25", model="2.5")
 
 
 @pytest.fixture(scope="session")
 def tiny25_bundle(tiny25_checkpoint, tmp_path_factory) -> Path:
     """tiny25_checkpoint exported (fp32, shared decoder): an IndexTTS-2.5 bundle."""
-    pytest.importorskip("torch")
-    from indextts2_onnx.export.bundle import export_bundle
-    from indextts2_onnx.export.checkpoint import CheckpointPaths
-
-    out = tmp_path_factory.mktemp("bundle25") / "tiny25"
-    export_bundle(CheckpointPaths.of(tiny25_checkpoint), out)
-    return out
+    return export_tiny(tiny25_checkpoint, tmp_path_factory.mktemp("bundle25") / "tiny25")

@@ -102,6 +102,15 @@ class FactorizedVQ(nn.Module):
         return self.out_project(self.codebook(codes).transpose(1, 2))
 
 
+def vocos_stack(cfg: SemanticCodecConfig) -> nn.Sequential:
+    """RepCodec's encoder / decoder: [VocosBackbone(hidden -> vocos_dim), Linear(vocos_dim, hidden)], (B, hidden,
+    T) -> (B, T, hidden); keys `0.*` and `1.*` under the owner's attribute."""
+    return nn.Sequential(
+        VocosBackbone(cfg.hidden_size, cfg.vocos_dim, cfg.vocos_intermediate_dim, cfg.vocos_num_layers),
+        nn.Linear(cfg.vocos_dim, cfg.hidden_size),
+    )
+
+
 class ResidualVQ(nn.Module):
     """Upstream's `ResidualVQ` container with num_quantizers = 1 (the official codec): keys `quantizers.0.*`.
 
@@ -126,10 +135,7 @@ class SemanticCodec(nn.Module):
     def __init__(self, cfg: SemanticCodecConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = nn.Sequential(
-            VocosBackbone(cfg.hidden_size, cfg.vocos_dim, cfg.vocos_intermediate_dim, cfg.vocos_num_layers),
-            nn.Linear(cfg.vocos_dim, cfg.hidden_size),
-        )
+        self.encoder = vocos_stack(cfg)
         self.quantizer = ResidualVQ(cfg.hidden_size, cfg.codebook_size, cfg.codebook_dim)
 
     def quantize(self, semantic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

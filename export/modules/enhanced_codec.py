@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, fold_weight_norm, load_strict, read_state_dict
 from ..config import SemanticCodecConfig
-from .codec import ResidualVQ, VocosBackbone
+from .codec import ResidualVQ, vocos_stack
 
 # upstream's class default; the 2.5 config.yaml has no `downsample_scale` key (indextts25 spec §1)
 DOWNSAMPLE_SCALE = 2
@@ -43,10 +43,7 @@ class EnhancedCodec(nn.Module):
     def __init__(self, cfg: SemanticCodecConfig):
         super().__init__()
         self.cfg = cfg
-        self.decoder = nn.Sequential(
-            VocosBackbone(cfg.hidden_size, cfg.vocos_dim, cfg.vocos_intermediate_dim, cfg.vocos_num_layers),
-            nn.Linear(cfg.vocos_dim, cfg.hidden_size),
-        )
+        self.decoder = vocos_stack(cfg)
         self.quantizer = ResidualVQ(cfg.hidden_size, cfg.codebook_size, cfg.codebook_dim)
         self.up = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, UP_KERNEL, padding=UP_KERNEL // 2)
 
