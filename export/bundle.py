@@ -7,7 +7,9 @@ precision `precision.py` plans for them, each behind its gate.
 
 The checkpoint's family (config.IndexTTS2Config.family) picks the graph set: graphs.all_graphs for
 IndexTTS-2, graphs25.graphs_25 for IndexTTS-2.5, whose tables hold the language rows and the speaker
-projection instead of the speed rows and whose tokenizer is the tiktoken file.
+projection instead of the speed rows and whose tokenizer is the tiktoken file. Either family adds the
+emotion-from-text decoder (qwen_emotion) where the checkpoint has the emotion model folder
+(emotion_text.py); without it the manifest's emotion_text is null and the runtime refuses the mode.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntry, GPTDims, GraphEntry, Manifest,
-                                load_manifest, sha256, verify_checksums)
+from ..runtime.manifest import (FORMAT_VERSION, MANIFEST, AcousticDims, FileEntry, GPTDims, GraphEntry,
+                                Manifest, load_manifest, sha256, verify_checksums)
 from .checkpoint import TIKTOKEN_FILE, CheckpointError, CheckpointPaths, folder_family, load_gpt, read_matrix
-from .config import IndexTTS2Config, load_config
+from .config import IndexTTS2Config, QwenConfig, load_config, qwen_config_from_dict
 from .convert import OPSET, export_graph
 from .staging import check_out, staged_folder
 from .filterbanks import slaney_mel_filterbank
-from .graphs import DEFAULT_DECODER, GraphSpec, Models, all_graphs
+from .emotion_text import BUNDLE_TOKENIZER, emotion_entry, read_emotion_folder
+from .graphs import DEFAULT_DECODER, EMOTION_TEXT_GRAPH, GraphSpec, Models, all_graphs, emotion_text_graph
 from .graphs25 import graphs_25
 from .policy import OnFail, Precision, Target
 from .precision import (DEVICE, PROBED_GRAPHS, GreedyProbe, Lowering, check_on_fail, lower, move_graph,
@@ -41,6 +44,7 @@ from .modules.campplus import load_campplus
 from .modules.codec import load_codec
 from .modules.enhanced_codec import load_enhanced_codec
 from .modules.gpt import UnifiedVoice
+from .modules.qwen3 import load_qwen
 from .modules.s2mel import load_s2mel
 from .modules.w2vbert import load_semantic_encoder
 from .verify import check_parity
@@ -50,9 +54,18 @@ _LOG = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def bundle_graphs(cfg: IndexTTS2Config, decoder: str = DEFAULT_DECODER) -> tuple[GraphSpec, ...]:
-    """The graphs of a bundle of cfg's family, in bundle order (the decoder in the `decoder` layout)."""
-    return graphs_25(cfg, decoder) if cfg.is_25 else all_graphs(cfg, decoder)
+def bundle_graphs(cfg: IndexTTS2Config, decoder: str = DEFAULT_DECODER,
+                  qwen: QwenConfig | None = None) -> tuple[GraphSpec, ...]:
+    """The graphs of a bundle of cfg's family, in bundle order (the decoder in the `decoder` layout), and
+    the emotion-from-text decoder last when the checkpoint has that model (`qwen`: its config)."""
+    specs = graphs_25(cfg, decoder) if cfg.is_25 else all_graphs(cfg, decoder)
+    return specs + ((emotion_text_graph(qwen),) if qwen is not None else ())
+
+
+def emotion_config(manifest: Manifest) -> QwenConfig | None:
+    """The emotion model's config a bundle was exported with (None: the bundle has no such model)."""
+    e = manifest.emotion_text
+    return None if e is None else qwen_config_from_dict(e.config, "manifest emotion_text.config")
 
 
 def gpt_dims(cfg: IndexTTS2Config) -> GPTDims:
@@ -76,9 +89,10 @@ def acoustic_dims(models: Models) -> AcousticDims:
     )
 
 
-def load_models(paths: CheckpointPaths, cfg: IndexTTS2Config, progress: Progress) -> Models:
+def load_models(paths: CheckpointPaths, cfg: IndexTTS2Config, progress: Progress, emotion_text: bool = True) -> Models:
     """Every component of the checkpoint, loaded strictly into our torch modules (2.5: the EnhancedCodec
-    from codec.pth as `codec`, no gpt_layer)."""
+    from codec.pth as `codec`, no gpt_layer), and the emotion-from-text model when its folder exists and
+    `emotion_text` asks for it."""
     progress(f"loading {paths.gpt.name}")
     gpt = load_gpt(paths, cfg)
     codec_path = paths.codec if cfg.is_25 else paths.semantic_codec
@@ -92,8 +106,14 @@ def load_models(paths: CheckpointPaths, cfg: IndexTTS2Config, progress: Progress
     if bigvgan.cfg.num_mels != cfg.s2mel.mel.n_mels:
         raise CheckpointError(f"{paths.bigvgan}: num_mels {bigvgan.cfg.num_mels} but config.yaml's s2mel has "
                               f"{cfg.s2mel.mel.n_mels} mel bands")
+    qwen = None
+    if emotion_text and paths.qwen_emo.is_dir():
+        progress(f"loading the emotion-from-text model {paths.qwen_emo.name}")
+        qwen = load_qwen(paths.qwen_emo)
+    elif emotion_text:
+        progress(f"no emotion-from-text model ({paths.qwen_emo} is not there): the bundle will not offer the mode")
     return Models(cfg, gpt=gpt, semantic_encoder=encoder, codec=codec, campplus=campplus, gpt_layer=gpt_layer,
-                  length_regulator=regulator, dit=dit, bigvgan=bigvgan)
+                  length_regulator=regulator, dit=dit, bigvgan=bigvgan, qwen=qwen)
 
 
 def _write_tables(gpt: UnifiedVoice, out: Path) -> None:
@@ -216,7 +236,7 @@ def _copy_graphs(src: Path, dst: Path, names) -> None:
 def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                   progress: Progress = lambda msg: None, target: str = "any",
                   precision: str | dict[str, str] | None = None, on_fail: str = "fallback",
-                  decoder: str = DEFAULT_DECODER) -> Manifest:
+                  decoder: str = DEFAULT_DECODER, emotion_text: bool = True) -> Manifest:
     """Export every component of the checkpoint at `paths` to the bundle folder `out`.
 
     target   : any (every graph fp32), cpu or cuda: sets each graph's default precision (GraphSpec.policy)
@@ -224,14 +244,17 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
     on_fail  : what a failed precision gate does: fallback (to the next higher precision), error (--strict)
                or keep (ship it anyway, marked failed in the manifest: benchmarks on random weights only)
     decoder  : the decoder's KV-cache layout (graphs.DECODERS): shared (GroupQueryAttention over in-place
-               buffers) or concat (the first-generation graph; every runtime version runs it)"""
+               buffers) or concat (the first-generation graph; every runtime version runs it)
+    emotion_text: export the emotion-from-text model where the checkpoint has it (False: leave it out)"""
     out = Path(out)
     check_out(out, force)
     cfg = load_config(paths.config, _family(paths))
-    specs = bundle_graphs(cfg, decoder)  # refuses an unknown layout
+    folder = read_emotion_folder(paths.qwen_emo) if emotion_text and paths.qwen_emo.is_dir() else None
+    specs = bundle_graphs(cfg, decoder, folder.config if folder else None)  # refuses an unknown layout
     plan = _plan(precision, target, specs)  # checks the target too
     target, on_fail = Target(target), check_on_fail(on_fail)
-    models = load_models(paths, cfg, progress)
+    emotion = emotion_entry(folder, EMOTION_TEXT_GRAPH, paths.qwen_emo.name) if folder else None
+    models = load_models(paths, cfg, progress, emotion_text=folder is not None)
     emo, spk = _matrices(paths, cfg)
     tokenizer, tokenizer_name = _tokenizer(paths, cfg)
     with staged_folder(out, force) as tmp:
@@ -253,6 +276,8 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
         np.save(tmp / "emotion_matrix.npy", emo)
         np.save(tmp / "speaker_matrix.npy", spk)
         shutil.copyfile(tokenizer, tmp / tokenizer_name)
+        if folder is not None:
+            shutil.copyfile(folder.tokenizer, tmp / BUNDLE_TOKENIZER)
         acoustic = acoustic_dims(models)
         models = Models(cfg)  # the gates below only size their inputs from the config: free the torch modules
         manifest = Manifest(
@@ -263,6 +288,7 @@ def export_bundle(paths: CheckpointPaths, out: Path, force: bool = False,
                     "mel_filterbank": "mel_filterbank.npy"},
             exporter=_versions(),
             config=cfg.raw,
+            emotion_text=emotion,
         )
         manifest = _finish(tmp, manifest, models, plan, target, on_fail, progress)
     progress(f"wrote {out}")
@@ -273,7 +299,7 @@ def _finish(folder: Path, manifest: Manifest, models: Models, plan: dict[str, Pr
             on_fail: OnFail, progress: Progress) -> Manifest:
     """Lower the fp32 graphs in `folder` as planned, then write the manifest with every file's checksum
     (the enums as their plain strings)."""
-    specs = {spec.name: spec for spec in bundle_graphs(models.cfg, decoder_layout(manifest))}
+    specs = {spec.name: spec for spec in bundle_graphs(models.cfg, decoder_layout(manifest), emotion_config(manifest))}
     records = _lower_graphs(specs, models, folder, plan, target, on_fail, manifest, progress)
     graphs = dict(manifest.graphs)
     for name, rec in records.items():
@@ -303,7 +329,7 @@ def lower_bundle(paths: CheckpointPaths, source: Path, out: Path, target: str,
     if bad:
         raise ValueError(f"{source}: files changed since export ({', '.join(bad)}); re-export it")
     cfg = load_config(paths.config, src.family)
-    plan = _plan(precision, target, bundle_graphs(cfg, decoder_layout(src)))  # checks the target too
+    plan = _plan(precision, target, bundle_graphs(cfg, decoder_layout(src), emotion_config(src)))  # checks the target too
     target, on_fail = Target(target), check_on_fail(on_fail)
     if cfg.raw != src.config:
         raise ValueError(f"{source}: exported from a checkpoint with another config.yaml than {paths.config}")

@@ -24,6 +24,8 @@ CODEC_FILE = "codec.pth"  # IndexTTS-2.5's semantic codec: {"model": EnhancedCod
 # IndexTTS-2.5's tokenizer. runtime.multilingual.TIKTOKEN_FILE is the same name; repeated here so that the
 # checkpoint loader does not import the text front end.
 TIKTOKEN_FILE = "multilingual_zh_ja_yue_char_del.tiktoken"
+# The emotion-from-text model's folder where config.yaml has no qwen_emo_path (upstream's value)
+QWEN_EMO_FOLDER = "qwen0.6bemo4-merge"
 
 # file -> patterns of keys that may be present and are ignored
 KNOWN_EXTRAS: dict[str, tuple[str, ...]] = {
@@ -74,11 +76,13 @@ class CheckpointPaths:
     bigvgan: Path
     codec: Path  # IndexTTS-2.5: codec.pth (replaces semantic_codec)
     tokenizer: Path  # IndexTTS-2.5: the tiktoken file (replaces bpe)
+    qwen_emo: Path  # the emotion-from-text model's folder (config.yaml's qwen_emo_path); optional
 
     @staticmethod
     def of(root: str | Path, cfg: IndexTTS2Config | None = None, **overrides: str | Path | None) -> "CheckpointPaths":
         """The files of the folder `root`, for `cfg` (default: its config.yaml, or the `config` override,
-        with the family its files show). 2.5 configs carry fixed file names (config.FIXED_NAMES_25)."""
+        with the family its files show). 2.5 configs carry fixed file names (config.FIXED_NAMES_25). The
+        emotion model folder is optional, but a `qwen_emo` override must exist."""
         root = Path(root)
         if cfg is None:
             family = folder_family(root, overrides.get("codec"), overrides.get("tokenizer"))
@@ -90,7 +94,11 @@ class CheckpointPaths:
             spk_matrix=root / cfg.spk_matrix, w2v_bert=hf / "w2v-bert-2.0",
             semantic_codec=hf / "semantic_codec_model.safetensors", campplus=hf / "campplus_cn_common.bin",
             bigvgan=hf / "bigvgan", codec=root / CODEC_FILE, tokenizer=root / TIKTOKEN_FILE,
+            qwen_emo=root / str(cfg.raw.get("qwen_emo_path") or QWEN_EMO_FOLDER),
         )
+        if overrides.get("qwen_emo") is not None and not Path(overrides["qwen_emo"]).is_dir():
+            raise CheckpointError(f"--qwen-emo {overrides['qwen_emo']}: no such folder (the emotion model folder "
+                                  "holds config.json, model.safetensors and the tokenizer files)")
         paths.update({k: Path(v) for k, v in overrides.items() if v is not None})
         return CheckpointPaths(**paths)
 

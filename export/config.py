@@ -450,6 +450,67 @@ def load_bigvgan_config(path: str | Path) -> BigVGANConfig:
     return cfg
 
 
+# Qwen3Config's defaults (transformers 4.52) for the keys a config.json may leave out
+QWEN3_DEFAULTS: dict[str, Any] = {
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "use_sliding_window": False,
+}
+
+
+_CASTS = {"int": int, "float": float, "bool": bool}  # field type (a string under postponed annotations) -> cast
+
+
+@dataclass(frozen=True)
+class QwenConfig:
+    """The emotion model's Qwen3 decoder (its folder's `config.json`; qwen-emotion.md)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool
+
+
+def load_qwen_config(path: str | Path) -> QwenConfig:
+    """Read a Qwen3 causal LM's `config.json` (qwen_config_from_dict)."""
+    return qwen_config_from_dict(_read_json(path), path)
+
+
+def qwen_config_from_dict(raw: dict, path: str | Path) -> QwenConfig:
+    """A Qwen3 `config.json`'s values (`path` names it in messages); refuse what our module does not
+    compute (another model type or activation, rope scaling, sliding-window attention)."""
+    d = {**QWEN3_DEFAULTS, **raw}
+    unsupported = [
+        ("model_type", d.get("model_type"), "qwen3"), ("hidden_act", d["hidden_act"], "silu"),
+        ("rope_scaling", d["rope_scaling"], None), ("use_sliding_window", d["use_sliding_window"], False),
+    ]
+    for key, value, wanted in unsupported:
+        if value != wanted:
+            raise ConfigError(f"{path}: {key} {value!r} is not supported (a Qwen3 causal LM with {key} "
+                              f"{wanted!r} is)")
+    try:
+        cfg = QwenConfig(**{f.name: _CASTS[f.type](d[f.name]) for f in fields(QwenConfig)})
+    except KeyError as e:
+        raise ConfigError(f"{path}: missing key {e}") from e
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        raise ConfigError(f"{path}: num_attention_heads {cfg.num_attention_heads} is not a multiple of "
+                          f"num_key_value_heads {cfg.num_key_value_heads}")
+    return cfg
+
+
 def _read_json(path: str | Path) -> dict:
     path = Path(path)
     try:

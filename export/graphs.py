@@ -8,6 +8,7 @@ which gate: policy.py). Graph and I/O names exist only here and in the manifest.
     GPT (per segment)    gpt_speaker_conditioning, gpt_emotion_vector, gpt_decoder
     prompt (once)        semantic_encoder, semantic_codec, campplus, length_regulator
     acoustic (segment)   latent_projector, length_regulator, dit, bigvgan
+    emotion from text    qwen_emotion (where the checkpoint has the model: `emotion_text_graph`)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from torch.export import Dim
 
 from ..runtime.kv_cache import LEGACY_ROLES, cache_names
-from .config import IndexTTS2Config
+from .config import IndexTTS2Config, QwenConfig
 from .modules import gqa
 from .policy import (ACOUSTIC_SNR_MIN_DB, DECODER_LOGIT_REL_L2_MAX, DECODER_LOGIT_REL_L2_MAX_INT4, ENCODER_COSINE_MIN,
                      ExportPolicy, Gate, Precision, Target)
@@ -41,6 +42,7 @@ class Models:
     length_regulator: nn.Module | None = None
     dit: nn.Module | None = None
     bigvgan: nn.Module | None = None
+    qwen: nn.Module | None = None  # the emotion-from-text model (modules/qwen3.QwenLM)
 
 
 # The decoder's KV-cache name patterns by role; the manifest records them (graphs["gpt_decoder"].kv_cache)
@@ -111,6 +113,19 @@ class SharedDecoder(nn.Module):
         logits, hidden, caches = self.gpt.decode_shared(inputs_embeds, mel_codes, mel_positions, list(caches),
                                                         seqlens_k, total_sequence_length)
         return (logits, hidden, *caches)
+
+
+class EmotionTextDecoder(nn.Module):
+    """The emotion model's Qwen3 decoder call (modules/qwen3.py) over shared KV buffers."""
+
+    def __init__(self, m: Models):
+        super().__init__()
+        self.qwen = m.qwen
+
+    def forward(self, input_ids, position_ids, seqlens_k, total_sequence_length, *caches):
+        logits, caches = self.qwen.decode_shared(input_ids, position_ids, list(caches), seqlens_k,
+                                                 total_sequence_length)
+        return (logits, *caches)
 
 
 class SemanticEncoder(nn.Module):
@@ -232,17 +247,30 @@ def _shared_decoder_inputs(m: Models, before: list[int], embeds: int, codes: int
     """One shared-buffer decoder call: row b holds before[b] tokens (random rows, zeros after them, as the
     runtime's buffers) and gets `embeds` host rows then `codes` mel codes at mel positions from `before`."""
     c, batch, new = m.cfg.gpt, len(before), embeds + codes
-    caches = []
-    for i in range(2 * c.layers):
-        buf = torch.zeros(batch, c.heads, max_len, c.head_dim)
-        for b, p in enumerate(before):
-            buf[b, :, :p] = _randn(seed + 10 + i * batch + b, c.heads, p, c.head_dim)
-        caches.append(buf)
+    caches = _filled_caches(2 * c.layers, before, c.heads, max_len, c.head_dim, seed)
     positions = torch.tensor([[p + j for j in range(codes)] for p in before], dtype=torch.int64).reshape(batch, codes)
-    seqlens = torch.tensor([p + new - 1 for p in before], dtype=torch.int32)
-    total = torch.tensor(max(before) + new, dtype=torch.int32)
+    seqlens, total = _lengths(before, new)
     return (_randn(seed, batch, embeds, c.model_dim), _ints(seed + 1, c.number_mel_codes, batch, codes), positions,
             seqlens, total, *caches)
+
+
+def _filled_caches(count: int, before: list[int], heads: int, max_len: int, head_dim: int,
+                   seed: int) -> list[torch.Tensor]:
+    """`count` shared KV buffers (B, heads, max_len, head_dim): row b's first before[b] positions random,
+    zeros after them (as the runtime's buffers)."""
+    caches = []
+    for i in range(count):
+        buf = torch.zeros(len(before), heads, max_len, head_dim)
+        for b, p in enumerate(before):
+            buf[b, :, :p] = _randn(seed + 10 + i * len(before) + b, heads, p, head_dim)
+        caches.append(buf)
+    return caches
+
+
+def _lengths(before: list[int], new: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroupQueryAttention's seqlens_k (B,) int32 and total_sequence_length () after `new` tokens per row."""
+    return (torch.tensor([p + new - 1 for p in before], dtype=torch.int32),
+            torch.tensor(max(before) + new, dtype=torch.int32))
 
 
 def _features(m: Models, batch: int, frames: int, seed: int, masked_tail: int = 0) -> tuple:
@@ -482,6 +510,56 @@ def acoustic_graphs(cfg: IndexTTS2Config) -> tuple[GraphSpec, ...]:
 
 def _semantic_codec(m: Models, batch: int, frames: int, seed: int) -> tuple:
     return (_randn(seed, batch, frames, m.cfg.semantic_codec.hidden_size),)
+
+
+# --- emotion from text ---------------------------------------------------------------------------------
+
+EMOTION_TEXT_GRAPH = "qwen_emotion"
+# The emotion decoder's I/O by role (manifest roles): token ids and their positions (both embedded and
+# rotated in the graph), GroupQueryAttention's lengths as in the GPT's shared decoder, the logits.
+EMOTION_TEXT_ROLES = {"codes": "input_ids", "positions": "position_ids", "seqlens_k": "seqlens_k",
+                      "total_length": "total_sequence_length", "logits": "logits"}
+
+
+def _qwen_inputs(q: QwenConfig, before: list[int], new: int, max_len: int, seed: int) -> tuple:
+    """One emotion-decoder call: row b holds before[b] tokens (random rows, zeros after them, as the
+    runtime's buffers) and gets `new` token ids at the positions that follow."""
+    batch = len(before)
+    caches = _filled_caches(2 * q.num_hidden_layers, before, q.num_key_value_heads, max_len, q.head_dim, seed)
+    positions = torch.tensor([[p + j for j in range(new)] for p in before], dtype=torch.int64).reshape(batch, new)
+    return (_ints(seed + 1, q.vocab_size, batch, new), positions, *_lengths(before, new), *caches)
+
+
+def emotion_text_graph(q: QwenConfig) -> GraphSpec:
+    """qwen_emotion: the emotion model's decoder with its KV cache in the GPT's shared layout (one
+    max-length buffer per layer and kind, (B, kv_heads, max_len, head_dim), bound as past and present).
+    Token ids and positions in, the last new position's logits out; the prompt is one call (one row:
+    ONNX Runtime runs S > 1 only so), then one call per generated token."""
+    layers = q.num_hidden_layers
+    return GraphSpec(
+        name=EMOTION_TEXT_GRAPH,
+        inputs={"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"}, "seqlens_k": {0: "batch"},
+                "total_sequence_length": {}, **{n: {0: "batch", 2: "max_len"} for n in kv_names("past", layers)}},
+        outputs={"logits": {0: "batch"}, **{n: {0: "batch", 2: "max_len"} for n in kv_names("present", layers)}},
+        wrapper=EmotionTextDecoder,
+        example=lambda m: _qwen_inputs(q, [4, 4], 3, 16, 0),
+        # a prompt, single steps of one row and of three rows at different lengths, a chunk, a long prompt
+        cases=lambda m: [_qwen_inputs(q, [0], 40, 64, 1), _qwen_inputs(q, [57], 1, 64, 2),
+                         _qwen_inputs(q, [9, 30, 57], 1, 80, 3), _qwen_inputs(q, [9], 5, 32, 4),
+                         _qwen_inputs(q, [0], 300, 320, 5)],
+        atol=1e-4,
+        # as the GPT decoder: INT8 on CPU, fp16 (with an fp16 cache) on CUDA, 4-bit weights when asked, each
+        # screened by the logits' relative error (no greedy probe: it decodes emotion answers, not codes)
+        policy=ExportPolicy(allowed=(Precision.INT4, Precision.INT8, Precision.FP16, Precision.FP32),
+                            defaults={Target.CPU: Precision.INT8, Target.CUDA: Precision.FP16},
+                            gate=Gate("rel_l2", DECODER_LOGIT_REL_L2_MAX, ("logits",),
+                                      thresholds={Precision.INT4: DECODER_LOGIT_REL_L2_MAX_INT4}),
+                            fp32_io=("logits",)),
+        varargs=4,
+        kv_cache=dict(SHARED_KV_CACHE),
+        roles=dict(EMOTION_TEXT_ROLES),
+        translations=gqa.translation_table,
+    )
 
 
 def all_graphs(cfg: IndexTTS2Config, decoder: str = DEFAULT_DECODER) -> tuple[GraphSpec, ...]:

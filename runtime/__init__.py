@@ -8,6 +8,7 @@
         ...
     batch = tts.batched_generator()                                       # many requests, one decoder call a step
     handle = batch.add(tts.code_request(ids, speaker, emovec, seed=1))    # batch.step() -> {handle: CodeUpdate}
+    tts.emotion_from_text("a little sad")                                 # EmotionFromText: .vector, .raw
 """
 
 import importlib.util as _util
@@ -19,6 +20,7 @@ if _util.find_spec("onnxruntime") is None:
     )
 
 from .batched import BatchedGenerator, BatchOptions, CodeRequest, CodeUpdate  # noqa: E402
+from .emotion_text import EmotionFromText  # noqa: E402
 from .errors import BundleError, GenerationError, IndexTTS2Error, InputError  # noqa: E402
 from .options import SynthesisOptions  # noqa: E402
 from .pipeline import IndexTTS2  # noqa: E402
@@ -27,5 +29,5 @@ from .sampling import SamplingOptions  # noqa: E402
 from .speaker import Speaker  # noqa: E402
 
 __all__ = ["IndexTTS2", "Speaker", "SynthesisOptions", "AudioChunk", "SynthesisResult", "Metrics",
-           "SamplingOptions", "BatchedGenerator", "BatchOptions", "CodeRequest", "CodeUpdate",
+           "SamplingOptions", "EmotionFromText", "BatchedGenerator", "BatchOptions", "CodeRequest", "CodeUpdate",
            "IndexTTS2Error", "BundleError", "InputError", "GenerationError"]

@@ -32,6 +32,7 @@ PATH_OPTIONS = (
     ("semantic-codec", "semantic_codec_model.safetensors"), ("campplus", "campplus_cn_common.bin"),
     ("bigvgan", "the BigVGAN folder (config.json, bigvgan_generator.pt)"),
     ("codec", "codec.pth (IndexTTS-2.5)"), ("tokenizer", "multilingual_zh_ja_yue_char_del.tiktoken (IndexTTS-2.5)"),
+    ("qwen-emo", "the emotion-from-text model folder (config.yaml's qwen_emo_path, qwen0.6bemo4-merge/)"),
 )
 
 
@@ -69,7 +70,8 @@ def _export(args: argparse.Namespace) -> int:
                                    on_fail, force=args.force, progress=progress)
         else:
             ex.bundle.export_bundle(paths, Path(args.out), force=args.force, progress=progress, target=args.target,
-                                    precision=args.precision, on_fail=on_fail, decoder=args.decoder)
+                                    precision=args.precision, on_fail=on_fail, decoder=args.decoder,
+                                    emotion_text=not args.no_qwen_emo)
     except (ex.config.ConfigError, ex.checkpoint.CheckpointError, ex.verify.ParityError, FileExistsError,
             ValueError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -93,7 +95,8 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     try:
         cfg = ex.config.load_config(Path(args.checkpoint) / "config.yaml")
-        models = ex.bundle.load_models(ex.checkpoint.CheckpointPaths.of(args.checkpoint, cfg), cfg, lambda m: None)
+        models = ex.bundle.load_models(ex.checkpoint.CheckpointPaths.of(args.checkpoint, cfg), cfg, lambda m: None,
+                                       emotion_text=manifest.emotion_text is not None)
     except (ex.config.ConfigError, ex.checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -102,10 +105,14 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"error: {args.checkpoint} is an IndexTTS {cfg.family} checkpoint, {bundle} a {manifest.family} bundle",
               file=sys.stderr)
         return 1
-    for spec in ex.bundle.bundle_graphs(cfg, ex.bundle.decoder_layout(manifest)):
+    for spec in ex.bundle.bundle_graphs(cfg, ex.bundle.decoder_layout(manifest), ex.bundle.emotion_config(manifest)):
         entry = manifest.graphs.get(spec.name)
         if entry is None:
             print(f"FAIL {spec.name}: not in the bundle")
+            failed += 1
+            continue
+        if spec.name == ex.graphs.EMOTION_TEXT_GRAPH and models.qwen is None:
+            print(f"FAIL {spec.name}: the checkpoint has no emotion model folder to check it against")
             failed += 1
             continue
         if entry.precision != "fp32":  # a lowered graph is held to its precision gate, against torch
@@ -153,6 +160,7 @@ def _synth(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from .audio import atomic_write, check_output_path, to_int16
+    from .emotion_answer import EMOTIONS_EN as EMOTION_NAMES
     from .options import SynthesisOptions
     from .pipeline import IndexTTS2
 
@@ -168,10 +176,18 @@ def _synth(args: argparse.Namespace) -> int:
         temperature=args.temperature, repetition_penalty=args.repetition_penalty, max_codes=args.max_codes,
         steps=args.steps, cfg_rate=args.cfg_rate, seed=args.seed, emotion_audio=args.emotion_audio,
         emotion_alpha=args.emotion_alpha, emotion_vector=args.emotion_vector, chunked=args.stream, lang=args.lang,
-        duration_factor=args.duration_factor)
+        duration_factor=args.duration_factor, use_emotion_text=bool(args.emotion_text or args.emotion_from_text),
+        emotion_text=args.emotion_text)
+    # the emotion model (2.4 GB at fp32) is loaded only when this call reads an emotion from text
     tts = IndexTTS2(args.bundle, device=args.device, threads=args.threads, max_text_chars=args.max_chars,
-                    verify=not args.no_verify)
+                    verify=not args.no_verify, emotion_text=options.use_emotion_text)
     log = sys.stderr if to_stdout else sys.stdout
+    if options.use_emotion_text:  # read here rather than inside synthesize, so that it can be shown
+        emotion = tts.emotion_from_text(options.emotion_text or text, seed=options.seed)
+        weights = ", ".join(f"{name} {w:.2f}" for name, w in zip(EMOTION_NAMES, emotion.vector) if w)
+        print(f"emotion from text: {weights}{'' if emotion.parsed else ' (answer not parsed: calm)'}; "
+              f"answer {emotion.raw[:120]!r}", file=log, flush=True)
+        options = options.with_overrides(use_emotion_text=False, emotion_text=None, emotion_vector=emotion.vector)
     last = []
 
     def chunks():
@@ -232,6 +248,13 @@ def _info(args: argparse.Namespace) -> int:
         except (KeyError, TypeError, AttributeError):
             note = "  gate record unreadable"
         print(f"  {name:28s} {e.file:34s} {e.precision:5s} {e.device:4s} parity {parity}{note}")
+    e = m.emotion_text
+    if e is None:
+        print("emotion from text: unavailable (the checkpoint had no emotion model folder)")
+    else:
+        decoding = (f"sampling (temperature {e.temperature:g}, top_k {e.top_k}, top_p {e.top_p:g})" if e.do_sample
+                    else "greedy")
+        print(f"emotion from text: {e.graph} from {e.source}, {e.layers} layers, {decoding}")
     print(f"files: {len(m.files)}, {sum(f.size for f in m.files.values()) / 1e6:.1f} MB")
     if args.check:  # the same path-safe checks as loading: only listed files inside the bundle are read
         bad = check_bundle_files(bundle, m)
@@ -281,7 +304,8 @@ def _serve(args: argparse.Namespace) -> int:
                           threads=args.threads, verify=not args.no_verify, voices=args.voices,
                           workers=args.workers, max_queue=args.max_queue, batch=not args.no_batch,
                           max_chars=args.max_chars, max_upload_mb=args.max_upload_mb,
-                          max_voice_seconds=args.max_voice_seconds, api_key=args.api_key, lang=args.lang)
+                          max_voice_seconds=args.max_voice_seconds, api_key=args.api_key, lang=args.lang,
+                          emotion_text=not args.no_emotion_text)
     if args.ray:
         return run_ray(config, RayOptions.from_args(args))
     app = create_app(config)
@@ -328,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(to measure speed on random weights; not for production)")
     for name, what in PATH_OPTIONS:
         e.add_argument(f"--{name}", default=None, metavar="PATH", help=f"{what}, if not in the checkpoint folder")
+    e.add_argument("--no-qwen-emo", action="store_true",
+                   help="leave the emotion-from-text model out of the bundle (about 1.2 GB at fp16 less)")
     e.set_defaults(run=_export)
 
     v = sub.add_parser("verify", help="check every graph of a bundle against the checkpoint (needs [export])")
@@ -346,9 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     emo.add_argument("--emotion-audio", metavar="AUDIO", help="emotion prompt (default: the speaker prompt)")
     emo.add_argument("--emotion-vector", metavar="V1,...,V8", type=_emotion_vector,
                      help="happy,angry,sad,afraid,disgusted,melancholic,surprised,calm weights (each >= 0)")
+    emo.add_argument("--emotion-text", metavar="TEXT",
+                     help="read the emotion from this description with the bundle's emotion model (upstream's "
+                          "emo_text), e.g. 'a little sad, tired'")
+    emo.add_argument("--emotion-from-text", action="store_true",
+                     help="read the emotion from the text being spoken with the bundle's emotion model "
+                          "(upstream's use_emo_text)")
     sy.add_argument("--emotion-alpha", type=float, default=1.0,
-                    help="emotion strength: scales --emotion-vector (clamped to [0, 1]) or mixes toward "
-                         "--emotion-audio (extrapolates outside [0, 1]), as upstream")
+                    help="emotion strength: scales --emotion-vector or the emotion read from text (clamped to "
+                         "[0, 1]) or mixes toward --emotion-audio (extrapolates outside [0, 1]), as upstream")
     sy.add_argument("--lang", default=None,
                     help="the text's language: en, zh, ja, es, ar or zhen (IndexTTS-2.5 bundles need it; 2.0 "
                          "bundles speak zh/en only)")
@@ -425,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the bundle's files")
     se.add_argument("--lang", default=None,
                     help="language of requests without a `lang` field (IndexTTS-2.5 bundles need one of the two)")
+    se.add_argument("--no-emotion-text", action="store_true",
+                    help="do not load the bundle's emotion-from-text model (memory; requests using "
+                         "`instructions` or `use_emotion_text` then get 400)")
     ray = se.add_argument_group("Ray Serve (--ray)")
     ray.add_argument("--ray", action="store_true", help="run as a Ray Serve application (needs [ray])")
     ray.add_argument("--replicas", type=int, default=1, help="replicas, each with its own model (default 1)")

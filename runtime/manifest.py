@@ -11,20 +11,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 from .errors import BundleError
 from .kv_cache import KV_CACHE_RULE, ROLES_RULE, is_kv_cache, is_roles
 
-FORMAT_VERSION = "1.4"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns;
+FORMAT_VERSION = "1.5"  # 1.1: target, per-graph precision gates; 1.2: graphs' kv_cache name patterns;
 # 1.3: graphs' I/O roles, the decoder's cache layout (concat or shared); 1.4: family (IndexTTS-2 or 2.5;
-# absent in older manifests, which are all 2.0)
+# absent in older manifests, which are all 2.0); 1.5: emotion_text (the emotion-from-text model, or null)
 MANIFEST = "manifest.json"
 TABLE_ROLES = ("gpt_tables", "emotion_matrix", "speaker_matrix", "tokenizer", "mel_filterbank")
 
@@ -109,6 +110,40 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class EmotionText:
+    """The emotion-from-text model (upstream's QwenEmotion, qwen-emotion.md): its decoder graph, its
+    tokenizer and everything its folder's JSON files decide, read once at export so that the runtime
+    needs neither transformers nor a template engine.
+
+    The prompt is `prompt_prefix + text + prompt_suffix`: the folder's chat template rendered with upstream's
+    system prompt, the text as the user turn, the generation prompt and thinking disabled, split where
+    the text goes. Decoding follows generation_config.json (HF defaults where it is silent) and stops at
+    any of `eos_ids`; the answer is the text after the last `think_end_id`."""
+
+    graph: str  # its decoder's key in `graphs`
+    tokenizer: str  # its tokenizer.json, bundle-relative
+    source: str  # the checkpoint folder it came from (config.yaml's qwen_emo_path), for messages
+    prompt_prefix: str
+    prompt_suffix: str
+    think_end_id: int = field(metadata=_NON_NEGATIVE)  # `</think>`, read from the tokenizer
+    eos_ids: list[int] = field(metadata=_rule(lambda v: len(v) > 0 and all(i >= 0 for i in v),
+                                              "a non-empty list of token ids"))
+    do_sample: bool
+    temperature: float = field(metadata=_rule(lambda v: v > 0, "a positive number"))
+    top_k: int = field(metadata=_NON_NEGATIVE)
+    top_p: float = field(metadata=_rule(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    repetition_penalty: float = field(metadata=_rule(lambda v: v > 0, "a positive number"))
+    clean_up_tokenization_spaces: bool  # tokenizer_config.json's: decoded text cleaned as transformers does
+    vocab_size: int = field(metadata=_POSITIVE)
+    layers: int = field(metadata=_POSITIVE)
+    kv_heads: int = field(metadata=_POSITIVE)
+    head_dim: int = field(metadata=_POSITIVE)
+    max_positions: int = field(metadata=_POSITIVE)  # prompt + answer tokens the rotary positions cover
+    config: dict[str, Any] = field(default_factory=dict)  # the folder's config.json, for reference
+    generation_config: dict[str, Any] = field(default_factory=dict)  # its generation_config.json, for reference
+
+
+@dataclass(frozen=True)
 class Manifest:
     format_version: str = field(metadata=_rule(lambda v: re.fullmatch(r"\d+\.\d+", v) is not None,
                                                'a version like "1.1"'))
@@ -124,6 +159,8 @@ class Manifest:
         lambda v: v in FAMILIES, 'one of "2.0", "2.5"'))
     exporter: dict[str, Any] = field(default_factory=dict)  # versions of the tools that wrote it
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.yaml, for reference
+    # the emotion-from-text model; None: the checkpoint had none (or the bundle predates format 1.5)
+    emotion_text: Optional[EmotionText] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -186,15 +223,27 @@ def _build(cls: type, d: Any, where: str, name: str):
 
 
 def _value(value: Any, hint: Any, where: str, name: str) -> Any:
-    """`value` checked against the type hint `hint` (int, str, dataclass, list[T], dict[str, T], Any)."""
+    """`value` checked against the type hint `hint` (int, float, bool, str, dataclass, list[T], dict[str, T],
+    Optional[T], Any)."""
     origin, args = get_origin(hint), get_args(hint)
     if hint is Any:
         return value
+    if origin is Union and type(None) in args:  # Optional[T]: null or a T
+        (inner,) = [a for a in args if a is not type(None)]
+        return None if value is None else _value(value, inner, where, name)
     if is_dataclass(hint):
         return _build(hint, value, where, name)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _type_error(where, name, "an integer", value)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _type_error(where, name, "a finite number", value)
+        return float(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(where, name, "true or false", value)
         return value
     if hint is str:
         if not isinstance(value, str):
@@ -257,6 +306,11 @@ def _check_listed(manifest: Manifest, where: str) -> None:
         raise BundleError(f"{where}: tables has no {', '.join(missing_roles)}", _REEXPORT)
     opened = [(f'graphs["{k}"].file', g.file) for k, g in manifest.graphs.items()]
     opened += [(f'tables["{k}"]', rel) for k, rel in manifest.tables.items()]
+    emotion = manifest.emotion_text
+    if emotion is not None:
+        if emotion.graph not in manifest.graphs:
+            raise BundleError(f"{where}: emotion_text.graph {json.dumps(emotion.graph)} is not in graphs", _REEXPORT)
+        opened.append(("emotion_text.tokenizer", emotion.tokenizer))
     for name, rel in opened:
         check_relative(rel, where, name)
         if rel not in manifest.files:

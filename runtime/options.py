@@ -65,6 +65,12 @@ class SynthesisOptions:
     emotion_audio: Any = None
     emotion_alpha: float = 1.0
     emotion_vector: Optional[tuple] = None
+    # emotion from text (upstream's use_emo_text / emo_text): the bundle's emotion model reads
+    # `emotion_text`, or the text to speak when it is None, and its 8 weights replace emotion_audio and
+    # emotion_vector (as upstream) on the vector path, scaled by emotion_alpha. emotion_text alone,
+    # without use_emotion_text, is refused (upstream would silently ignore it).
+    use_emotion_text: bool = False
+    emotion_text: Optional[str] = None
 
     # text segmentation: BPE tokens per segment, as upstream (120)
     max_tokens_per_segment: int = 120
@@ -95,6 +101,16 @@ class SynthesisOptions:
         check_alpha(self.emotion_alpha)
         if self.emotion_vector is not None:
             object.__setattr__(self, "emotion_vector", tuple(float(w) for w in check_vector(self.emotion_vector)))
+        if not isinstance(self.use_emotion_text, bool):
+            raise InputError(f"use_emotion_text must be a bool, got {self.use_emotion_text!r}")
+        if self.emotion_text is not None:
+            if not isinstance(self.emotion_text, str) or not self.emotion_text.strip():
+                raise InputError(f"emotion_text must be a non-empty string, got {self.emotion_text!r}",
+                                 "describe the emotion, e.g. 'a little sad, tired'")
+            if not self.use_emotion_text:
+                raise InputError("emotion_text is set but use_emotion_text is False",
+                                 "set use_emotion_text=True to read the emotion from it (upstream ignores "
+                                 "emo_text without use_emo_text)")
         for name in ("max_tokens_per_segment", "first_chunk_codes", "chunk_codes", "overlap_codes"):
             LIMITS[name].check(name, getattr(self, name))
         check_optional("chunk_prompt_frames", self.chunk_prompt_frames)

@@ -19,6 +19,7 @@ import numpy as np
 from .audio import (CAMPPLUS_MIN_FRAMES, emotion_waveform, kaldi_fbank, load_audio, log_mel, require_voice,
                     seamless_features, speaker_waveforms)
 from .conditioning import check_alpha, check_vector, merge, pick_rows, scale_vector, vector_emovec
+from .emotion_text import MAX_NEW_TOKENS, EmotionFromText, EmotionModel
 from .errors import BundleError, GenerationError, InputError, non_finite, require_finite
 from .family import FAMILIES, GRAPHS_20, Family
 from .chunked import ChunkedDecoder, prompt_tail
@@ -104,19 +105,22 @@ def source_name(source, role: str) -> str:
 
 
 def load_bundle(bundle: str | Path, device: str = "cpu", threads: int | None = None,
-                max_text_chars: int = DEFAULT_MAX_CHARS,
-                verify: bool = True) -> tuple[Manifest, dict[str, Graph], BundleTables]:
+                max_text_chars: int = DEFAULT_MAX_CHARS, verify: bool = True,
+                emotion_text: bool = True) -> tuple[Manifest, dict[str, Graph], BundleTables]:
     """A bundle's manifest, opened graphs and tables, every integrity check passed (IndexTTS2's
-    arguments; any failure is a BundleError, a bad argument an InputError)."""
+    arguments; any failure is a BundleError, a bad argument an InputError). The emotion model's graph is
+    opened too when the bundle has one and `emotion_text` is True."""
     threads = check_optional("threads", threads)  # bad arguments fail before any file is read
     providers = providers_for(device)
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
-    names = FAMILIES[manifest.family].graphs
+    names = list(FAMILIES[manifest.family].graphs)
     missing = [name for name in names if name not in manifest.graphs]
     if missing:
         raise BundleError(f"{bundle}: the bundle has no {', '.join(missing)} graph",
                           "re-export it with this version of indextts2-onnx")
+    if emotion_text and manifest.emotion_text is not None:
+        names.append(manifest.emotion_text.graph)
     for name in names:
         target = manifest.graphs[name].device
         if target not in ("any", device):
@@ -140,6 +144,8 @@ class IndexTTS2:
     device : "cpu" or "cuda" (needs onnxruntime-gpu); `providers` lists what ONNX Runtime uses
     threads: intra-op threads per session (None: ONNX Runtime's default, the physical cores)
     max_text_chars: longest text accepted by tokenize / synthesize (longer texts are refused, not cut)
+    emotion_text: load the bundle's emotion-from-text model, where it has one (False: leave it unloaded,
+             about 2.4 GB of memory at fp32 less; emotion from text is then refused)
     verify : check the sha256 of every bundle file against the manifest while the sessions load (default);
              False skips only the hashing, for deployments that checked the bundle when installing it.
              Paths, listing, field types and table shapes are always checked; any failure is a BundleError.
@@ -150,8 +156,8 @@ class IndexTTS2:
     """
 
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
-                 max_text_chars: int = DEFAULT_MAX_CHARS, verify: bool = True):
-        self._assemble(Path(bundle), *load_bundle(bundle, device, threads, max_text_chars, verify))
+                 max_text_chars: int = DEFAULT_MAX_CHARS, verify: bool = True, emotion_text: bool = True):
+        self._assemble(Path(bundle), *load_bundle(bundle, device, threads, max_text_chars, verify, emotion_text))
 
     @classmethod
     def from_graphs(cls, manifest: Manifest, graphs: dict[str, Graph], tables: BundleTables,
@@ -188,6 +194,10 @@ class IndexTTS2:
         self._tokenizer = tables.tokenizer
         self._mel_filterbank = tables.mel_filterbank
         self._graphs = dict(graphs)
+        # the emotion-from-text model: where the bundle has one, it was loaded, and a folder is known
+        emotion = manifest.emotion_text
+        opened = emotion is not None and emotion.graph in graphs and bundle is not None
+        self._emotion_model = EmotionModel.open(bundle, manifest, graphs[emotion.graph]) if opened else None
 
     @property
     def providers(self) -> list[str]:
@@ -292,6 +302,34 @@ class IndexTTS2:
         base = self._emovec_of(spk.semantic, "Speaker.semantic")
         emo = self._emovec_of(self._emotion_semantic(emotion_audio), "emotion_audio")
         return merge(base, emo, alpha).astype(np.float32)
+
+    # --- emotion from text -------------------------------------------------------------------------
+
+    @property
+    def has_emotion_text(self) -> bool:
+        """Whether this object can read an emotion from text (the bundle has the model and it was loaded)."""
+        return self._emotion_model is not None
+
+    def _require_emotion_model(self) -> EmotionModel:
+        if self._emotion_model is not None:
+            return self._emotion_model
+        if self.manifest.emotion_text is not None:
+            raise InputError("emotion from text: the emotion model was not loaded (emotion_text=False)",
+                             "create IndexTTS2 with emotion_text=True")
+        raise InputError(f"emotion from text: bundle {self.bundle} has no emotion model (its checkpoint had no "
+                         "qwen0.6bemo4-merge folder, or it was exported with --no-qwen-emo)",
+                         "re-export from a checkpoint folder that has it, or give the emotion as audio or a vector")
+
+    def emotion_from_text(self, text: str, seed: int | None = None,
+                          max_new_tokens: int = MAX_NEW_TOKENS) -> EmotionFromText:
+        """The emotion upstream's QwenEmotion reads from `text`: its 8 weights (`.vector`, in the order of
+        `emotion_vector`'s `vector`) and its answer (`.raw`). The model's generation settings decide
+        greedy or sampled decoding; `seed` makes sampling reproducible; at most `max_new_tokens` tokens
+        (upstream's 32768 is no bound: answers are a few dozen). An answer that cannot be parsed gives
+        calm 1.0 with a warning (`.parsed` False), never an exception."""
+        model = self._require_emotion_model()
+        check_optional("seed", seed)
+        return model(text, seed, max_new_tokens)
 
     # --- text ------------------------------------------------------------------------------------
 
@@ -514,7 +552,7 @@ class IndexTTS2:
         the audio work runs as the chunks are consumed, and stops when the consumer stops (closing the
         iterator). A stage producing NaN or inf raises GenerationError naming it.
         code_source: where each segment's codes are decoded (a server's batching scheduler); None: here."""
-        opts = self.resolve_options(call_options(options, args, overrides))
+        opts = self.resolve_options(call_options(options, args, overrides), text)
         segments = self.tokenize(text, opts.max_tokens_per_segment, opts.lang)
         return self._chunks(segments, speaker, opts, opts.chunked, code_source)
 
@@ -523,18 +561,24 @@ class IndexTTS2:
         """The whole text as one float32 waveform in [-1, 1], each segment decoded whole (upstream's
         result), segments joined with 200 ms of silence, and the call's metrics. Arguments as `stream`'s;
         the result unpacks as `sr, wav` too."""
-        opts = self.resolve_options(call_options(options, args, overrides))
+        opts = self.resolve_options(call_options(options, args, overrides), text)
         segments = self.tokenize(text, opts.max_tokens_per_segment, opts.lang)
         chunks = list(self._chunks(segments, speaker, opts, False, code_source))
         sr = self.manifest.acoustic.sample_rate
         return SynthesisResult(np.concatenate([c.audio for c in chunks]), sr, chunks[-1].metrics)
 
-    def resolve_options(self, options: SynthesisOptions) -> SynthesisOptions:
-        """A call's options with the preset filled in and `lang` / `duration_factor` checked against this
-        bundle's family (lang None becomes the family's default; 2.5 has none: InputError)."""
+    def resolve_options(self, options: SynthesisOptions, text: str | None = None) -> SynthesisOptions:
+        """A call's options with the preset filled in, `lang` / `duration_factor` checked against this
+        bundle's family (lang None becomes the family's default; 2.5 has none: InputError) and, with
+        use_emotion_text, the emotion text settled (the text to speak when none is given) and the
+        emotion model required."""
         o = options.resolve(self.manifest.gpt.max_mel_tokens)
-        return replace(o, lang=self.family.check_lang(o.lang),
-                       duration_factor=self.family.check_duration_factor(o.duration_factor))
+        o = replace(o, lang=self.family.check_lang(o.lang),
+                    duration_factor=self.family.check_duration_factor(o.duration_factor))
+        if o.use_emotion_text:
+            self._require_emotion_model()
+            o = replace(o, emotion_text=o.emotion_text if o.emotion_text is not None else text)
+        return o
 
     def _chunks(self, segments: list[list[int]], speaker: AudioSource | Speaker, o: SynthesisOptions,
                 chunked: bool, source: CodeSource | None = None) -> Iterator[AudioChunk]:
@@ -544,10 +588,15 @@ class IndexTTS2:
         in local values and every chunk carries the call's totals so far."""
         t0 = time.perf_counter()
         spk = self.prepare_speaker(speaker)
-        emovec = self.emotion_vector(spk, o.emotion_audio, o.emotion_alpha, o.emotion_vector, seed=o.seed)
+        emotion_audio, vector, emotion_text_s = o.emotion_audio, o.emotion_vector, 0.0
+        if o.use_emotion_text:  # upstream: the text's 8 weights replace the emotion audio and vector
+            t = time.perf_counter()
+            emotion_audio, vector = None, self.emotion_from_text(o.emotion_text, seed=o.seed).vector
+            emotion_text_s = time.perf_counter() - t
+        emovec = self.emotion_vector(spk, emotion_audio, o.emotion_alpha, vector, seed=o.seed)
         t1 = time.perf_counter()
         spk_latent = self._speaker_latent(spk)  # once per call, shared by every segment
-        m = Metrics(prompt_s=t1 - t0, conditioning_s=time.perf_counter() - t1)
+        m = Metrics(prompt_s=t1 - t0, emotion_text_s=emotion_text_s, conditioning_s=time.perf_counter() - t1)
         seeds = segment_seeds(o.seed, len(segments))
         sr = self.manifest.acoustic.sample_rate
         gap = np.zeros(int(sr * SEGMENT_GAP_S), dtype=np.float32)

@@ -14,6 +14,7 @@ class Metrics:
     """Timings of one call, in seconds of wall clock, summed over the text segments done so far.
 
     prompt_s      : speaker preparation and the emotion vector
+    emotion_text_s: of prompt_s, the emotion model's answer (emotion from text; 0 otherwise)
     conditioning_s: speaker latents and the GPT prefix, per segment
     decode_s      : code generation (the GPT decode loop); ms_per_code = decode_s / codes
     latent_s      : the GPT latent pass over the codes
@@ -24,6 +25,7 @@ class Metrics:
     """
 
     prompt_s: float = 0.0
+    emotion_text_s: float = 0.0
     conditioning_s: float = 0.0
     decode_s: float = 0.0
     latent_s: float = 0.0

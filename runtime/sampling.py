@@ -267,9 +267,9 @@ class _SingleRowDecoder(TokenDecoder):
 
     rows = 1
 
-    def __init__(self, options: SamplingOptions, prompt_ids: np.ndarray, eos_id: int, max_new_tokens: int,
-                 rng: np.random.Generator | None, draw: DrawFn):
-        self.options, self.eos_id, self.max_new_tokens = options, eos_id, max_new_tokens
+    def __init__(self, options: SamplingOptions, prompt_ids: np.ndarray, eos_ids: tuple[int, ...],
+                 max_new_tokens: int, rng: np.random.Generator | None, draw: DrawFn):
+        self.options, self.eos_ids, self.max_new_tokens = options, eos_ids, max_new_tokens
         self.rng, self.draw = rng, draw
         self._sequence = prompt_ids.copy()  # [P + generated]
         self._prompt_len = prompt_ids.size
@@ -287,7 +287,7 @@ class _SingleRowDecoder(TokenDecoder):
         token = self._choose(scores[0])
         self._sequence = np.append(self._sequence, np.int64(token))
         generated = self._sequence.size - self._prompt_len
-        self._done = token == self.eos_id or generated >= self.max_new_tokens
+        self._done = token in self.eos_ids or generated >= self.max_new_tokens
         return Step(np.array([token], dtype=np.int64), np.zeros(1, dtype=np.int64), self._done)
 
     def finalize(self) -> np.ndarray:
@@ -296,7 +296,7 @@ class _SingleRowDecoder(TokenDecoder):
     def settled(self) -> np.ndarray:
         """One sequence: every token is final as soon as it is chosen (the eos is not a code)."""
         generated = self._sequence[self._prompt_len:]
-        return generated[:-1].copy() if generated.size and generated[-1] == self.eos_id else generated.copy()
+        return generated[:-1].copy() if generated.size and generated[-1] in self.eos_ids else generated.copy()
 
 
 class GreedyDecoder(_SingleRowDecoder):
@@ -361,9 +361,11 @@ class BeamSearchDecoder(TokenDecoder):
     first `beams` becomes a finished hypothesis, the others fill the next beams in rank order.
     """
 
-    def __init__(self, options: SamplingOptions, prompt_ids: np.ndarray, eos_id: int, max_new_tokens: int,
-                 rng: np.random.Generator | None, draw: DrawFn):
-        self.options, self.eos_id, self.max_new_tokens = options, eos_id, max_new_tokens
+    def __init__(self, options: SamplingOptions, prompt_ids: np.ndarray, eos_ids: tuple[int, ...],
+                 max_new_tokens: int, rng: np.random.Generator | None, draw: DrawFn):
+        if len(eos_ids) != 1:
+            raise InputError(f"beam search takes one eos id, got {list(eos_ids)}")
+        self.options, self.eos_id, self.max_new_tokens = options, eos_ids[0], max_new_tokens
         self.rng, self.draw = rng, draw
         self.rows = options.num_beams
         self._prompt_len = prompt_ids.size
@@ -450,26 +452,28 @@ class BeamSearchDecoder(TokenDecoder):
         return self._result.copy()
 
 
-def make_decoder(options: SamplingOptions, *, prompt_ids: Sequence[int] | np.ndarray, eos_id: int,
+def make_decoder(options: SamplingOptions, *, prompt_ids: Sequence[int] | np.ndarray, eos_id: int | Sequence[int],
                  max_new_tokens: int, rng: np.random.Generator | None,
                  draw: DrawFn | None = None) -> TokenDecoder:
     """Build the decoder upstream's options imply.
 
-    prompt_ids: the fake prefill ids (all 1, last = start mel token): part of every row's sequence for
-    the repetition penalty, never part of the result. rng feeds `draw` (default
+    prompt_ids: the prompt's ids (the GPT's fake prefill ids: all 1, last = start mel token): part of
+    every row's sequence for the repetition penalty, never part of the result. eos_id: the id that ends a
+    sequence, or several (HF's list `eos_token_id`; one row only). rng feeds `draw` (default
     `draw_without_replacement`); it may be None for greedy decoding or with a `draw` that needs none.
     """
     prompt = np.asarray(prompt_ids)
     is_ints = prompt.size == 0 or np.issubdtype(prompt.dtype, np.integer)
     if prompt.ndim != 1 or not is_ints or np.any(prompt < 0):
         raise InputError(f"prompt_ids must be a 1-D sequence of non-negative ints, got {prompt_ids!r}")
-    if not _is_int(eos_id) or eos_id < 0:
-        raise InputError(f"eos_id must be a non-negative int, got {eos_id!r}")
+    eos_ids = (eos_id,) if _is_int(eos_id) else tuple(eos_id) if isinstance(eos_id, (list, tuple)) else ()
+    if not eos_ids or not all(_is_int(i) and i >= 0 for i in eos_ids):
+        raise InputError(f"eos_id must be a non-negative int or a non-empty list of them, got {eos_id!r}")
     if not _is_int(max_new_tokens) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if rng is None and not options.greedy and draw is None:
         raise InputError("sampling needs rng (a numpy.random.Generator)")
-    args = (options, prompt.astype(np.int64), int(eos_id), int(max_new_tokens), rng,
+    args = (options, prompt.astype(np.int64), tuple(int(i) for i in eos_ids), int(max_new_tokens), rng,
             draw or draw_without_replacement)
     if options.num_beams > 1:
         return BeamSearchDecoder(*args)

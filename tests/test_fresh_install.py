@@ -129,8 +129,9 @@ def test_console_script_synthesizes_with_the_tiny_bundle(venv, tiny_bundle):
 
     out = _timed(venv.timings, "synth", lambda: venv.run(
         venv.bin("indextts2-onnx"), "synth", "--bundle", tiny_bundle, "--text", TEXT, "--speaker", voice,
-        "--out", wav, "--seed", "0", "--steps", "3"))
+        "--out", wav, "--seed", "0", "--steps", "3", "--emotion-text", "有点难过"))  # + the emotion model
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "emotion from text:" in out.stdout
     print("\n" + out.stdout.strip(), flush=True)
     assert wav.exists()
     info = sf.info(str(wav))

@@ -8,13 +8,19 @@ The real weights cannot be downloaded in CI, so everything is tested on these. T
 official one (upstream-quirks.md 15): `config.yaml`, `gpt.pth` (plain state dict), `s2mel.pth`
 (`{"net": {"cfm", "length_regulator", "gpt_layer"}}`), `bpe.model`, `wav2vec2bert_stats.pt`,
 `feat1.pt`, `feat2.pt` and `hf_cache/` (w2v-BERT and codec safetensors, CAMPPlus state dict,
-BigVGAN `{"generator": ...}` in weight-norm form, and the two `config.json`). Values come from
-`export/random_weights.py` (deterministic from --seed); computed buffers hold their real values.
+BigVGAN `{"generator": ...}` in weight-norm form, and the two `config.json`), and the emotion-from-text
+model at config.yaml's `qwen_emo_path` (`qwen0.6bemo4-merge/`: a Hugging Face Qwen3 causal-LM folder with
+`config.json`, `generation_config.json`, `tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`
+and bf16 `model.safetensors`, from configs/<config>/qwen_emo_config.json and qwen_generation_config.json;
+as the published folder, inferred from its file sizes, the chat template is only in chat_template.jinja
+and the generation config is greedy (one eos id, no sampling keys); see export/qwen_folder.py). Values come from `export/random_weights.py` (deterministic from --seed); computed
+buffers hold their real values. `--no-qwen-emo` leaves the emotion model out.
 
 `--model 2.5` writes an IndexTTS-2.5 folder from configs/<config>25/ (indextts25.md §1): the published
 config.yaml (`version: 2.0`, absolute weight paths), `gpt.pth` in the campplus layout, `s2mel.pth` as
 above (upstream still ships the unused gpt_layer), `codec.pth` (`{"model": EnhancedCodec state dict}`),
-the tiktoken tokenizer instead of `bpe.model`, and no MaskGCT codec under hf_cache/.
+the tiktoken tokenizer instead of `bpe.model`, no MaskGCT codec under hf_cache/, and the same
+emotion-from-text folder.
 
 The folder is written into a temporary sibling and renamed into place, so --out is either complete or
 untouched. An existing non-empty --out is refused unless --force is given.
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import io
+import json
 import os
 import random
 import shutil
@@ -41,6 +48,7 @@ from indextts2_onnx.export import checkpoint_layout as layouts
 from indextts2_onnx.export.checkpoint import CODEC_FILE as CODEC_25_FILE
 from indextts2_onnx.export.checkpoint import TIKTOKEN_FILE
 from indextts2_onnx.export.config import IndexTTS2Config, load_bigvgan_config, load_config, load_w2v_config
+from indextts2_onnx.export.qwen_folder import write_qwen_folder
 from indextts2_onnx.export.random_weights import random_state_dict, randomize_module_
 from indextts2_onnx.export.staging import check_out, staged_folder
 from indextts2_onnx.export.tiktoken_vocab import tiktoken_vocabulary
@@ -191,11 +199,30 @@ def write_tiktoken(path: Path, cfg: IndexTTS2Config, seed: int) -> None:
     path.write_bytes(tiktoken_vocabulary(cfg.gpt.number_text_tokens - N_SPECIALS, seed))
 
 
+def qwen_emo_dir(cfg: IndexTTS2Config) -> str | None:
+    """config.yaml's `qwen_emo_path` (upstream joins it to the checkpoint folder), without its trailing
+    slash; None when the config names none. ValueError for a path that leaves the folder."""
+    rel = str(cfg.raw.get("qwen_emo_path") or "").strip().rstrip("/")
+    if not rel:
+        return None
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise ValueError(f"config.yaml: qwen_emo_path {rel!r} must be a folder inside the checkpoint")
+    return rel
+
+
+def write_qwen_emo(path: Path, config_dir: Path, seed: int) -> None:
+    """The emotion-from-text model folder from configs/<name>/qwen_emo_config.json and
+    qwen_generation_config.json."""
+    config = json.loads((config_dir / "qwen_emo_config.json").read_text(encoding="utf-8"))
+    generation = json.loads((config_dir / "qwen_generation_config.json").read_text(encoding="utf-8"))
+    write_qwen_folder(path, config, generation, seed)
+
+
 # --- the folder --------------------------------------------------------------------------------------
 
 
 def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str, int, float], None],
-                 family: str = "2.0") -> None:
+                 family: str = "2.0", qwen_emo: bool = True) -> None:
     """Write every file of the folder into `root`, one at a time (each is freed before the next)."""
     cfg = load_config(config_dir / "config.yaml", family)
     w2v = load_w2v_config(config_dir / "w2v_config.json")
@@ -242,13 +269,23 @@ def _write_files(root: Path, config_dir: Path, seed: int, report: Callable[[str,
     vocoder = layouts.bigvgan_layout(bigvgan), layouts.bigvgan_buffers(bigvgan)
     write(rel, lambda p: _save_torch(p, _nest(state(rel, *vocoder), depth=1)))  # {"generator": {...}}
 
+    rel = qwen_emo_dir(cfg) if qwen_emo else None
+    if rel is not None:  # one report line for the whole folder
+        start = time.perf_counter()
+        write_qwen_emo(root / rel, config_dir, seed)
+        size = sum(f.stat().st_size for f in (root / rel).rglob("*") if f.is_file())
+        report(f"{rel}/", size, time.perf_counter() - start)
+
 
 def make_checkpoint(config_dir: Path, out: Path, seed: int, force: bool = False,
-                    report: Callable[[str, int, float], None] | None = None, family: str = "2.0") -> None:
+                    report: Callable[[str, int, float], None] | None = None, family: str = "2.0",
+                    qwen_emo: bool = True) -> None:
     """Write the random `family` checkpoint for `config_dir` (holding config.yaml, w2v_config.json,
-    bigvgan_config.json) into `out` atomically. `report(rel_path, n_bytes, seconds)` is called per file."""
+    bigvgan_config.json, qwen_emo_config.json, qwen_generation_config.json) into `out` atomically.
+    `report(rel_path, n_bytes, seconds)` is called per file (once for the emotion model's folder).
+    `qwen_emo` False: no emotion-from-text model folder."""
     with staged_folder(Path(out), force) as tmp:
-        _write_files(tmp, Path(config_dir), seed, report or (lambda *a: None), family)
+        _write_files(tmp, Path(config_dir), seed, report or (lambda *a: None), family, qwen_emo)
 
 
 def config_dir(config: str, model: str = "2.0") -> Path:
@@ -264,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
+    parser.add_argument("--no-qwen-emo", dest="qwen_emo", action="store_false",
+                        help="write no emotion-from-text model folder")
     args = parser.parse_args(argv)
 
     def report(rel: str, n_bytes: int, seconds: float) -> None:
@@ -274,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         check_out(args.out, args.force)
         family = " IndexTTS-2.5" if args.model == "2.5" else ""
         print(f"writing {args.config}{family} checkpoint (seed {args.seed}) to {args.out}")
-        make_checkpoint(config_dir(args.config, args.model), args.out, args.seed, args.force, report, args.model)
+        make_checkpoint(config_dir(args.config, args.model), args.out, args.seed, args.force, report, args.model,
+                        args.qwen_emo)
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

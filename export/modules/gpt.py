@@ -70,7 +70,8 @@ class CausalSelfAttention(nn.Module):
         (B, nh, L, hs) with the new rows written at seqlens_k + 1 - S .. seqlens_k."""
         C = x.shape[2]
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, S, C) each: GQA takes them unsplit by head
-        y, k_cache, v_cache = shared_kv_attention(q, k, v, k_cache, v_cache, seqlens_k, total_len, self.n_head)
+        y, k_cache, v_cache = shared_kv_attention(q, k, v, k_cache, v_cache, seqlens_k, total_len, self.n_head,
+                                                    self.n_head)
         return self.c_proj(y), k_cache, v_cache
 
 

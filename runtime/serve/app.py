@@ -66,11 +66,16 @@ class SpeechRequest(BaseModel):
     response_format: str = "mp3"  # OpenAI's default
     speed: float = 1.0
     stream_format: Optional[Literal["audio", "sse"]] = None  # None: one whole file
+    # OpenAI's voice instructions: read as an emotion description by the bundle's emotion model
+    # (= emotion_text with use_emotion_text)
     instructions: Optional[str] = None
     # IndexTTS2's own
     emotion_voice: Optional[str] = None
     emotion_alpha: float = 1.0
     emotion_vector: Optional[list[float]] = Field(default=None)
+    # emotion from text (upstream's use_emo_text / emo_text): emotion_text, or `input` when it is absent
+    use_emotion_text: bool = False
+    emotion_text: Optional[str] = None
     seed: Optional[int] = None
     preset: str = "default"
     steps: Optional[int] = None
@@ -169,7 +174,7 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
     when the app starts; /ready says when it is done."""
     if tts is None:
         tts = IndexTTS2(config.bundle, device=config.device, threads=config.threads, verify=config.verify,
-                        max_text_chars=config.max_chars)
+                        max_text_chars=config.max_chars, emotion_text=config.emotion_text)
     metrics = ServerMetrics()
     engine = Engine(tts, config, metrics)
     voices = VoiceStore(config.voices)
@@ -309,8 +314,17 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
             raise ApiError(400, str(e), "response_format") from e
         if req.speed != 1.0:
             raise ApiError(400, "speed: only 1.0 is supported", "speed")
-        if req.instructions:
-            raise ApiError(400, "instructions: not supported; use emotion_voice or emotion_vector", "instructions")
+        if req.instructions is not None and (req.emotion_text is not None or req.use_emotion_text):
+            raise ApiError(400, "instructions: give the emotion description once, as instructions or as "
+                                "emotion_text", "instructions")
+        emotion_param = "instructions" if req.instructions is not None else "emotion_text" \
+            if req.emotion_text is not None else "use_emotion_text"
+        use_text = req.instructions is not None or req.use_emotion_text or req.emotion_text is not None
+        if use_text and not tts.has_emotion_text:
+            why = ("the server runs with --no-emotion-text" if tts.manifest.emotion_text is not None
+                   else "the bundle has no emotion model")
+            raise ApiError(400, f"{emotion_param}: emotion from text is unavailable ({why}); use emotion_voice "
+                                "or emotion_vector", emotion_param)
         if not req.input.strip():
             raise ApiError(400, "input: empty text", "input")
         if len(req.input) > config.max_chars:
@@ -328,12 +342,15 @@ def create_app(config: ServerConfig, tts: IndexTTS2 | None = None) -> FastAPI:
         fields = dict(preset=req.preset, seed=req.seed, steps=req.steps, max_codes=req.max_codes,
                       min_codes=req.min_codes,
                       emotion_audio=emotion, emotion_alpha=req.emotion_alpha, emotion_vector=req.emotion_vector,
+                      use_emotion_text=use_text,
+                      emotion_text=req.instructions if req.instructions is not None else req.emotion_text,
                       chunked=req.stream_format is not None, lang=req.lang if req.lang is not None else config.lang,
                       duration_factor=req.duration_factor)
         try:
-            options = tts.resolve_options(SynthesisOptions(**fields))
+            options = tts.resolve_options(SynthesisOptions(**fields), req.input)
         except InputError as e:
-            raise from_runtime(e, param_of(fields, tts, e.message)) from e
+            param = param_of(fields, tts, e.message)
+            raise from_runtime(e, emotion_param if param in ("emotion_text", "use_emotion_text") else param) from e
         try:
             tokens = sum(len(s) for s in tts.tokenize(req.input, options.max_tokens_per_segment, options.lang))
         except InputError as e:
@@ -376,8 +393,9 @@ def param_of(fields: dict, tts, message: str = "") -> str | None:
     if named and named.group(1) in fields:
         return named.group(1)
     for name, value in fields.items():
-        try:
-            tts.resolve_options(SynthesisOptions(**{name: value}))
+        try:  # emotion_text is only valid with use_emotion_text: judge it with that set
+            both = {"use_emotion_text": True} if name == "emotion_text" and value is not None else {}
+            tts.resolve_options(SynthesisOptions(**{name: value}, **both))
         except InputError:
             return "emotion_voice" if name == "emotion_audio" else name
     return None

@@ -29,6 +29,8 @@ class ServerConfig:
     warmup          : run one short synthesis at start; /ready answers 200 once it is done
     lang            : the language of requests that name none (their `lang` field); IndexTTS-2.5 bundles
                       need one or the other, 2.0 bundles speak zh/en only
+    emotion_text    : load the bundle's emotion-from-text model where it has one (requests' `instructions`,
+                      `emotion_text`, `use_emotion_text`); False saves its memory and answers them 400
     """
 
     bundle: str
@@ -48,6 +50,7 @@ class ServerConfig:
     warmup: bool = True
     retry_after_s: int = 2
     lang: str | None = None
+    emotion_text: bool = True
 
     def __post_init__(self) -> None:
         for name, low in (("workers", 1), ("max_queue", 0), ("max_chars", 1), ("port", 0), ("retry_after_s", 1)):

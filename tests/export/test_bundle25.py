@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from indextts2_onnx.export import precision as p
-from indextts2_onnx.export.bundle import bundle_graphs, lower_bundle
+from indextts2_onnx.export.bundle import bundle_graphs, emotion_config, lower_bundle
 from indextts2_onnx.export.checkpoint import TIKTOKEN_FILE, CheckpointPaths, load_gpt
 from indextts2_onnx.export.config import load_config
 from indextts2_onnx.runtime.errors import BundleError
@@ -38,7 +38,8 @@ def cfg25(tiny25_checkpoint):
 
 
 def test_manifest_says_25(manifest, cfg25):
-    assert manifest.family == "2.5" and manifest.format_version == FORMAT_VERSION == "1.4"
+    assert manifest.family == "2.5" and manifest.format_version == FORMAT_VERSION == "1.5"
+    assert manifest.emotion_text is not None and manifest.emotion_text.graph == "qwen_emotion"
     assert manifest.target == "any"
     g = manifest.gpt
     assert g.condition_num_latent == 1  # the one projected speaker row
@@ -48,7 +49,9 @@ def test_manifest_says_25(manifest, cfg25):
 
 
 def test_graphs_are_the_25_set_each_parity_checked(manifest, tiny25_bundle, cfg25):
-    assert tuple(manifest.graphs) == GRAPHS_25 == tuple(s.name for s in bundle_graphs(cfg25))
+    # the emotion-from-text decoder last: the checkpoint has the emotion model folder
+    assert tuple(manifest.graphs) == (*GRAPHS_25, "qwen_emotion") == tuple(
+        s.name for s in bundle_graphs(cfg25, qwen=emotion_config(manifest)))
     for name, entry in manifest.graphs.items():
         assert (tiny25_bundle / entry.file).is_file(), name
         parity = entry.parity
@@ -119,7 +122,7 @@ def test_greedy_probe_25(manifest, tiny25_bundle, cfg25):
 
 def test_cpu_lowering_of_a_25_bundle(tiny25_checkpoint, tiny25_bundle, tmp_path):
     m = lower_bundle(CheckpointPaths.of(tiny25_checkpoint), tiny25_bundle, tmp_path / "cpu", "cpu")
-    assert (m.family, m.target, tuple(m.graphs)) == ("2.5", "cpu", GRAPHS_25)
+    assert (m.family, m.target, tuple(m.graphs)) == ("2.5", "cpu", (*GRAPHS_25, "qwen_emotion"))
     for name in p.PROBED_GRAPHS["2.5"]:  # the GPT path: gated by greedy decoding too
         first = m.graphs[name].gate["attempts"][0]
         assert first["precision"] == "int8", name

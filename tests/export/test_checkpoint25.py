@@ -22,13 +22,15 @@ from indextts2_onnx.export.checkpoint import (CODEC_FILE, TIKTOKEN_FILE, Checkpo
 from indextts2_onnx.export.config import load_config
 from indextts2_onnx.export.modules.gpt import UnifiedVoice
 from indextts2_onnx.export.modules.s2mel import load_s2mel
+from indextts2_onnx.export.qwen_folder import QWEN_FILES
 from indextts2_onnx.runtime.cli import main
 
 CONFIGS = REPO / "configs"
 # upstream's 2.5 folder (webui.py's required files + what infer_v2_5 reads), as make_checkpoint writes it
 FILES_25 = {"config.yaml", "gpt.pth", "s2mel.pth", CODEC_FILE, TIKTOKEN_FILE, "wav2vec2bert_stats.pt", "feat1.pt",
             "feat2.pt", "hf_cache/w2v-bert-2.0/config.json", "hf_cache/w2v-bert-2.0/model.safetensors",
-            "hf_cache/campplus_cn_common.bin", "hf_cache/bigvgan/config.json", "hf_cache/bigvgan/bigvgan_generator.pt"}
+            "hf_cache/campplus_cn_common.bin", "hf_cache/bigvgan/config.json", "hf_cache/bigvgan/bigvgan_generator.pt",
+            *(f"qwen0.6bemo4-merge/{name}" for name in QWEN_FILES)}  # the emotion-from-text model (qwen_emo_path)
 
 
 @pytest.fixture(scope="module")

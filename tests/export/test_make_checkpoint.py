@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from indextts2_onnx.export import checkpoint_layout as layouts
 from indextts2_onnx.export.checkpoint_layout import TensorSpec
 from indextts2_onnx.export.config import load_bigvgan_config, load_config, load_w2v_config
+from indextts2_onnx.export.qwen_folder import QWEN_FILES
 from indextts2_onnx.export.random_weights import pick_rule, random_state_dict, random_tensor, randomize_module_
 
 from conftest import DATA, REPO  # noqa: E402
@@ -33,8 +34,9 @@ _spec.loader.exec_module(make_checkpoint)
 TORCH_FILES = ("s2mel.pth", "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt", "hf_cache/campplus_cn_common.bin",
                "hf_cache/bigvgan/bigvgan_generator.pt")
 SAFETENSORS_FILES = ("hf_cache/w2v-bert-2.0/model.safetensors", "hf_cache/semantic_codec_model.safetensors")
+QWEN_EMO_FILES = tuple(f"qwen0.6bemo4-merge/{name}" for name in QWEN_FILES)  # the emotion-from-text model
 ALL_FILES = ("config.yaml", "gpt.pth", "bpe.model", "hf_cache/w2v-bert-2.0/config.json",
-             "hf_cache/bigvgan/config.json", *TORCH_FILES, *SAFETENSORS_FILES)
+             "hf_cache/bigvgan/config.json", *TORCH_FILES, *SAFETENSORS_FILES, *QWEN_EMO_FILES)
 
 
 def all_layouts(name: str) -> dict[str, layouts.Layout]:

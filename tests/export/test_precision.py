@@ -25,8 +25,8 @@ from indextts2_onnx.export import precision as p  # noqa: E402
 from indextts2_onnx.export import quantize as q  # noqa: E402
 from indextts2_onnx.export.bundle import lower_bundle  # noqa: E402
 from indextts2_onnx.export.checkpoint import CheckpointPaths  # noqa: E402
-from indextts2_onnx.export.config import load_config  # noqa: E402
-from indextts2_onnx.export.graphs import all_graphs  # noqa: E402
+from indextts2_onnx.export.config import load_config, load_qwen_config  # noqa: E402
+from indextts2_onnx.export.graphs import all_graphs, emotion_text_graph  # noqa: E402
 from indextts2_onnx.export.policy import PRECISIONS, ExportPolicy, Gate, OnFail, Precision, Target  # noqa: E402
 from indextts2_onnx.runtime import IndexTTS2, Speaker  # noqa: E402
 from indextts2_onnx.runtime.cli import main  # noqa: E402
@@ -36,6 +36,7 @@ from indextts2_onnx.runtime.manifest import load_manifest, verify_checksums  # n
 # --- policies and plans (pure) --------------------------------------------------------------------------
 
 SPECS = {s.name: s for s in all_graphs(load_config(REPO / "configs" / "tiny" / "config.yaml"))}
+SPECS["qwen_emotion"] = emotion_text_graph(load_qwen_config(REPO / "configs" / "tiny" / "qwen_emo_config.json"))
 GPT_PATH = {"semantic_encoder", "gpt_speaker_conditioning", "gpt_emotion_vector", "gpt_decoder"}
 
 
@@ -74,16 +75,18 @@ def test_policy_data():
     allowed = {name: spec.policy.allowed for name, spec in SPECS.items()}
     low = (Precision.FP16, Precision.FP32)
     assert allowed["bigvgan"] == allowed["campplus"] == allowed["length_regulator"] == allowed["semantic_codec"] == low
-    assert allowed["gpt_decoder"] == PRECISIONS  # the only graph that may take 4-bit weights
-    assert {n for n, a in allowed.items() if Precision.INT4 in a} == {"gpt_decoder"}
-    assert {n for n, s in SPECS.items() if s.policy.default(Target.CPU) == Precision.INT8} == GPT_PATH | {"dit"}
+    assert allowed["gpt_decoder"] == allowed["qwen_emotion"] == PRECISIONS  # the decoders may take 4-bit weights
+    assert {n for n, a in allowed.items() if Precision.INT4 in a} == {"gpt_decoder", "qwen_emotion"}
+    assert {n for n, s in SPECS.items() if s.policy.default(Target.CPU) == Precision.INT8} == GPT_PATH | {
+        "dit", "qwen_emotion"}
     assert {n for n, s in SPECS.items() if s.policy.probed} == GPT_PATH == set(p.GreedyProbe.GRAPHS)
     assert p.GreedyProbe.GRAPHS[0] == "gpt_decoder"  # lowered first: gated with fp32 encoders
     dec = SPECS["gpt_decoder"].policy
-    assert dec.gate == Gate("rel_l2", 0.05, ("logits",), {Precision.INT4: 0.25})
+    assert dec.gate == SPECS["qwen_emotion"].policy.gate == Gate("rel_l2", 0.05, ("logits",), {Precision.INT4: 0.25})
     assert dec.gate.threshold_for(Precision.INT8) == 0.05 and dec.gate.threshold_for("int4") == 0.25
     assert dec.fp32_io == ("inputs_embeds", "logits", "hidden_states")  # fp16 decoder: only the cache in fp16
-    assert all(s.policy.fp32_io is None for n, s in SPECS.items() if n != "gpt_decoder")
+    assert SPECS["qwen_emotion"].policy.fp32_io == ("logits",)
+    assert all(s.policy.fp32_io is None for n, s in SPECS.items() if n not in ("gpt_decoder", "qwen_emotion"))
     metrics = {n: (s.policy.gate.metric, s.policy.gate.threshold) for n, s in SPECS.items()}
     assert {n for n, m in metrics.items() if m == ("cosine", 0.999)} == GPT_PATH - {"gpt_decoder"} | {
         "semantic_codec", "campplus"}
@@ -222,6 +225,10 @@ def test_cpu_bundle(cpu_bundle, tiny_bundle):
     assert (cpu_bundle / "semantic_encoder.onnx.data").stat().st_size < 0.6 * (
         tiny_bundle / "semantic_encoder.onnx.data").stat().st_size
     assert not any(path.name.startswith(".") for path in cpu_bundle.iterdir())  # no work folders left
+    qwen = m.graphs["qwen_emotion"].gate  # the emotion model: INT8 asked, screened by its logits
+    assert qwen["requested"] == "int8" and qwen["attempts"][0]["results"][0]["metric"] == "rel_l2:logits"
+    tts = IndexTTS2(cpu_bundle)
+    assert tts.emotion_from_text("有点难过", max_new_tokens=6).new_tokens == 6
 
 
 def test_cuda_bundle_falls_back_and_keeps_an_fp16_cache(cuda_bundle, tiny_bundle):
@@ -242,6 +249,12 @@ def test_cuda_bundle_falls_back_and_keeps_an_fp16_cache(cuda_bundle, tiny_bundle
         start = np.array([manifest.gpt.start_mel_token])
         _, _, cache = gen.calls.start(np.zeros((1, 3, manifest.gpt.model_dim), np.float32), start, np.zeros(1, np.int64), 8)
         assert cache.dtype == np.float16
+    qwen = m.graphs["qwen_emotion"]  # fp16 asked on cuda: an fp16 cache, fp32 logits, where its gate passed
+    assert qwen.gate["requested"] == "fp16"
+    if qwen.precision == "fp16":
+        model = IndexTTS2(cuda_bundle)._emotion_model
+        assert model.graph.input_dtype(model.past[0]) == np.float16
+        assert model(model.entry.prompt_suffix + "悲", max_new_tokens=4).new_tokens == 4
 
 
 def _speaker(seed: int = 0) -> Speaker:
@@ -309,7 +322,7 @@ def test_cli_info_and_verify_on_a_lowered_bundle(tiny_checkpoint, cpu_bundle, ca
     assert "target cpu" in out and "asked int8: int8 failed the gate" in out and "gate passed" in out
     assert main(["verify", str(tiny_checkpoint), str(cpu_bundle)]) == 0
     out = capsys.readouterr().out
-    assert "ok   dit (int8): snr_db:velocity" in out and "10 of 10 graphs match" in out
+    assert "ok   dit (int8): snr_db:velocity" in out and "11 of 11 graphs match" in out
 
 
 def test_cli_from_bundle_needs_a_target(tiny_checkpoint, tiny_bundle, tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""The runtime never imports torch, not even indirectly: features -> speaker -> codes -> mel -> waveform
-runs with torch made unimportable."""
+"""The runtime never imports torch, not even indirectly: features -> speaker -> codes -> mel -> waveform,
+and emotion from text, run with torch and transformers made unimportable."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def test_full_decode_without_torch(tiny_bundle):
         mel = tts.decode_mel(codes, latent, spk, steps=3, seed=0)
         wav = tts.vocode(mel)
         assert wav.shape == (256 * int(len(codes) * 1.72),) and np.abs(wav).max() <= 1
+        emotion = tts.emotion_from_text("有点难过，很疲惫", max_new_tokens=5)  # the emotion model: tokenizers + ORT
+        assert emotion.new_tokens == 5 and len(emotion.vector) == 8 and "tokenizers" in sys.modules
         assert "torch" not in sys.modules and "onnxruntime" in sys.modules
         print("codes", len(codes), "samples", wav.shape[0])
     """)
