@@ -151,7 +151,7 @@ def test_cli_bench_writes_json_and_markdown(tiny_checkpoint, tiny_bundle, tmp_pa
     assert 0 < row["median"]["ttfa_s"] <= row["median"]["stream_total_s"]  # the bundle's TTFA: stream()'s
     assert "stream_total_s" not in ref["median"]
     assert row["providers"] == ["CPUExecutionProvider"]
-    assert set(row["precision"].values()) == {"fp32"} and len(row["precision"]) == 10
+    assert set(row["precision"].values()) == {"fp32"} and len(row["precision"]) == 11  # + qwen_emotion
     speedup = row["vs_baseline"]["speedup"]
     for key in TIME_METRICS:
         assert speedup[key] == pytest.approx(ref["median"][key] / row["median"][key], rel=1e-12), key

@@ -22,7 +22,6 @@ import statistics
 import time
 from pathlib import Path
 
-
 from indextts2_onnx.runtime.emotion_text import EmotionModel
 from indextts2_onnx.runtime.manifest import load_manifest
 from indextts2_onnx.runtime.sessions import Graph

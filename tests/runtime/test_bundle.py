@@ -127,7 +127,8 @@ def test_manifest_declares_the_decoder_cache(tiny_concat_bundle):
     m = load_manifest(tiny_concat_bundle)
     entry = m.graphs["gpt_decoder"]
     assert entry.kv_cache == {"past": "past_{kind}_{layer}", "present": "present_{kind}_{layer}"}
-    assert all(g.kv_cache == {} for name, g in m.graphs.items() if name != "gpt_decoder")
+    assert all(g.kv_cache == {} for name, g in m.graphs.items() if name not in ("gpt_decoder", "qwen_emotion"))
+    assert m.graphs["qwen_emotion"].kv_cache == {**entry.kv_cache, "layout": "shared"}  # the emotion model's
     io = decoder_io(entry, m.gpt)
     assert sorted(entry.inputs) == sorted([io.embeds, *io.past]) and len(io.past) == 2 * m.gpt.layers
     assert set(io.present) <= set(entry.outputs)

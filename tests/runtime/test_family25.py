@@ -56,7 +56,8 @@ def test_the_bundle_is_a_2_5_bundle_with_its_own_graph_set(tts25):
     assert tts25.manifest.family == "2.5"
     assert tts25.family.name == "2.5" and not tts25.family.latent_pass
     assert set(tts25.manifest.graphs) == {"gpt_emotion_vector", "gpt_decoder", "semantic_encoder", "campplus",
-                                          "length_regulator", "codec_decoder", "dit", "bigvgan"}
+                                          "length_regulator", "codec_decoder", "dit", "bigvgan",
+                                          "qwen_emotion"}  # + the emotion model, which 2.0 bundles have too
     assert tts25.manifest.gpt.condition_num_latent == 1
 
 

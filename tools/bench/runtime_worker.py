@@ -73,7 +73,9 @@ def runtime_worker(job: Job) -> dict:
 
     from ..runtime import IndexTTS2
 
-    tts, report = measure(job, lambda: IndexTTS2(job.path, device=job.device, threads=job.threads), synthesize,
+    # the emotion model is not part of the measured work: not loaded, so load time and peak RSS are the TTS's
+    tts, report = measure(job, lambda: IndexTTS2(job.path, device=job.device, threads=job.threads, emotion_text=False),
+                          synthesize,
                           lambda t: t.manifest.acoustic.sample_rate)
     for run in report["runs"]:  # time to first audio: the same work streamed, once per timed run
         run.update(streamed(tts, job.voice, job.workload))
