@@ -129,6 +129,18 @@ def read_torch_file(path: Path) -> dict | torch.Tensor:
         raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({e})") from e
 
 
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, on the CPU, in the file's dtype."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found; check the checkpoint folder or pass its path")
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError and others
+        raise CheckpointError(f"{path}: cannot read it as a safetensors file ({e})") from e
+
+
 def read_state_dict(path: Path, wrapper: str | None = None) -> dict[str, torch.Tensor]:
     """A flat {key: tensor} dict; `wrapper` (e.g. "model") is unwrapped when present."""
     obj = read_torch_file(path)

@@ -78,6 +78,22 @@ class SharedKV:
             reorder_rows(b[:, :, :n], rows)
 
 
+def shared_binding(graph: Graph, io: DecoderIO, values: list[ort.OrtValue], lengths: np.ndarray,
+                   new: int) -> ort.IOBinding:
+    """A binding of a shared-layout graph (the GPT decoder, the emotion model's decoder) with its buffers
+    `values` bound as both past and present, and GroupQueryAttention's lengths for rows holding `lengths`
+    tokens that get `new` more: seqlens_k = lengths + new - 1, total_sequence_length = their largest + 1.
+    The caller binds the rest (its token inputs, its outputs)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    binding = graph.binding()
+    binding.bind_cpu_input(io.seqlens_k, (lengths + new - 1).astype(np.int32))
+    binding.bind_cpu_input(io.total_length, np.array(int(lengths.max()) + new, dtype=np.int32))
+    for past, present, value in zip(io.past, io.present, values):
+        binding.bind_ortvalue_input(past, value)
+        binding.bind_ortvalue_output(present, value)
+    return binding
+
+
 def _feed(x: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=dtype)
 
@@ -148,17 +164,12 @@ class SharedDecoder:
         capacity = values[0].shape()[2]
         if int(lengths.max()) + new > capacity:
             raise ValueError(f"gpt_decoder: {int(lengths.max()) + new} positions, the cache holds {capacity}")
-        binding = g.binding()
+        binding = shared_binding(g, io, values, lengths, new)
         binding.bind_cpu_input(io.embeds, _feed(rows, g.input_dtype(io.embeds)))
         binding.bind_cpu_input(io.codes, _feed(codes, np.int64))
         binding.bind_cpu_input(io.positions, _feed(positions, np.int64))
-        binding.bind_cpu_input(io.seqlens_k, (lengths + new - 1).astype(np.int32))
-        binding.bind_cpu_input(io.total_length, np.array(int(lengths.max()) + new, dtype=np.int32))
         binding.bind_output(io.logits, "cpu")
         binding.bind_output(io.hidden, "cpu")
-        for past, present, value in zip(io.past, io.present, values):
-            binding.bind_ortvalue_input(past, value)
-            binding.bind_ortvalue_output(present, value)
         g.run_bound(binding)
         logits, hidden = binding.get_outputs()[:2]  # in binding order
         return logits.numpy(), None if logits_only else hidden.numpy()

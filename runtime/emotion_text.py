@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder_graph import SharedKV
+from .decoder_graph import SharedKV, shared_binding
 from .emotion_answer import parse_emotion_answer
 from .errors import BundleError, GenerationError, InputError
-from .kv_cache import cache_names
+from .kv_cache import declared_io
 from .manifest import EmotionText, Manifest, bundle_path
 from .sampling import DrawFn, NonFiniteScores, SamplingOptions, make_decoder
 from .sessions import Graph
@@ -73,19 +73,14 @@ class EmotionModel:
 
     def __init__(self, graph: Graph, tokenizer, entry: EmotionText):
         self.graph, self.tokenizer, self.entry = graph, tokenizer, entry
-        roles = graph.entry.roles if graph.entry is not None else {}
-        self.ids, self.positions = roles.get("codes", "input_ids"), roles.get("positions", "position_ids")
-        self.seqlens_k = roles.get("seqlens_k", "seqlens_k")
-        self.total_length = roles.get("total_length", "total_sequence_length")
-        self.logits = roles.get("logits", "logits")
-        kv = graph.entry.kv_cache if graph.entry is not None else {}
-        self.past = cache_names(kv.get("past", "past_{kind}_{layer}"), entry.layers)
-        self.present = cache_names(kv.get("present", "present_{kind}_{layer}"), entry.layers)
-        missing = [n for n in [self.ids, self.positions, self.seqlens_k, self.total_length, *self.past]
+        # its I/O by role, as the manifest declares them (the GPT decoder's roles: codes = the token ids)
+        kv_cache, roles = (graph.entry.kv_cache, graph.entry.roles) if graph.entry is not None else ({}, {})
+        self.io = io = declared_io(kv_cache, roles, entry.layers)
+        missing = [n for n in [io.codes, io.positions, io.seqlens_k, io.total_length, *io.past]
                    if n not in graph.inputs]
-        missing += [n for n in [self.logits, *self.present] if n not in graph.outputs]
+        missing += [n for n in [io.logits, *io.present] if n not in graph.outputs]
         if missing:
-            raise BundleError(f"{graph.name}: the graph has no {', '.join(missing[:4])}"
+            raise BundleError(f"{graph.name}: the graph has no {', '.join(map(str, missing[:4]))}"
                               f"{' ...' if len(missing) > 4 else ''} (manifest emotion_text says {entry.layers} "
                               "layers)", "re-export the bundle")
         self.sampling = SamplingOptions(greedy=not entry.do_sample, num_beams=1, top_k=entry.top_k,
@@ -128,16 +123,11 @@ class EmotionModel:
 
     def _run(self, kv: SharedKV, ids: np.ndarray) -> np.ndarray:
         """One decoder call: ids (n,) appended to the sequence in `kv` -> logits (1, V) of the last one."""
-        n, start = ids.shape[0], kv.length
-        binding = self.graph.binding()
-        binding.bind_cpu_input(self.ids, np.ascontiguousarray(ids[None], dtype=np.int64))
-        binding.bind_cpu_input(self.positions, np.arange(start, start + n, dtype=np.int64)[None])
-        binding.bind_cpu_input(self.seqlens_k, np.array([start + n - 1], dtype=np.int32))
-        binding.bind_cpu_input(self.total_length, np.array(start + n, dtype=np.int32))
-        binding.bind_output(self.logits, "cpu")
-        for past, present, value in zip(self.past, self.present, kv.values):
-            binding.bind_ortvalue_input(past, value)
-            binding.bind_ortvalue_output(present, value)
+        io, n, start = self.io, ids.shape[0], kv.length
+        binding = shared_binding(self.graph, io, kv.values, np.array([start]), n)
+        binding.bind_cpu_input(io.codes, np.ascontiguousarray(ids[None], dtype=np.int64))
+        binding.bind_cpu_input(io.positions, np.arange(start, start + n, dtype=np.int64)[None])
+        binding.bind_output(io.logits, "cpu")
         self.graph.run_bound(binding)
         kv.length += n
         return binding.get_outputs()[0].numpy()
@@ -149,7 +139,8 @@ class EmotionModel:
         (tests feed transformers the same draws); `trace` receives each step's logits (1, V)."""
         e = self.entry
         capacity = len(prompt) + max_new_tokens
-        kv = SharedKV.empty(len(self.past), 1, e.kv_heads, capacity, e.head_dim, self.graph.input_dtype(self.past[0]))
+        kv = SharedKV.empty(len(self.io.past), 1, e.kv_heads, capacity, e.head_dim,
+                            self.graph.input_dtype(self.io.past[0]))
         decoder = make_decoder(self.sampling, prompt_ids=prompt, eos_id=e.eos_ids, max_new_tokens=max_new_tokens,
                                rng=rng, draw=draw)
         logits = self._run(kv, np.asarray(prompt, dtype=np.int64))

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import CheckpointError, fold_weight_norm, load_strict
+from ..checkpoint import CheckpointError, fold_weight_norm, load_strict, read_safetensors
 from ..config import SemanticCodecConfig
 
 VOCOS_KERNEL = 7  # embed and depthwise convs: kernel 7, "same" padding 3
@@ -163,24 +163,13 @@ def weight_norm_keys(model: SemanticCodec) -> tuple[str, ...]:
                  for p in ("in_project", "out_project"))
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found; check the checkpoint folder or pass its path")
-    try:
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read it as a safetensors file ({e})") from e
-
-
 def load_codec(path: str | Path, cfg: SemanticCodecConfig) -> SemanticCodec:
     """SemanticCodec from `semantic_codec_model.safetensors` (weight-norm form), strictly, in eval mode.
 
     Every encoder / quantizer tensor must be present with its shape; decoder keys are ignored
     (`CODEC_UNUSED_KEYS`); anything else is an error naming the file and the key."""
     path = Path(path)
-    state = _read_safetensors(path)
+    state = read_safetensors(path)
     model = SemanticCodec(cfg)
     missing = [f"{p}.weight_{s}" for p in weight_norm_keys(model) for s in ("g", "v") if f"{p}.weight_{s}" not in state]
     if missing:

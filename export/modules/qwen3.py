@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_strict
+from ..checkpoint import CheckpointError, load_strict, read_safetensors
 from ..config import QwenConfig, load_qwen_config
 from .gqa import shared_kv_attention
 
@@ -205,10 +204,7 @@ def load_qwen(folder: str | Path) -> QwenLM:
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found; the emotion model folder holds {WEIGHTS_FILE} (sharded "
                               "checkpoints are not supported: merge them into one file)")
-    try:
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: cannot read it as safetensors ({e})") from e
+    state = {k: v.float() for k, v in read_safetensors(path).items()}
     model = QwenLM(cfg)
     extras = (r"lm_head\.weight",) if cfg.tie_word_embeddings else ()
     load_strict(model, state, path, extras)

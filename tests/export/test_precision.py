@@ -253,7 +253,7 @@ def test_cuda_bundle_falls_back_and_keeps_an_fp16_cache(cuda_bundle, tiny_bundle
     assert qwen.gate["requested"] == "fp16"
     if qwen.precision == "fp16":
         model = IndexTTS2(cuda_bundle)._emotion_model
-        assert model.graph.input_dtype(model.past[0]) == np.float16
+        assert model.graph.input_dtype(model.io.past[0]) == np.float16
         assert model(model.entry.prompt_suffix + "悲", max_new_tokens=4).new_tokens == 4
 
 
