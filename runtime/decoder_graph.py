@@ -78,14 +78,17 @@ class SharedKV:
             reorder_rows(b[:, :, :n], rows)
 
 
-def shared_binding(graph: Graph, io: DecoderIO, values: list[ort.OrtValue], lengths: np.ndarray,
-                   new: int) -> ort.IOBinding:
-    """A binding of a shared-layout graph (the GPT decoder, the emotion model's decoder) with its buffers
-    `values` bound as both past and present, and GroupQueryAttention's lengths for rows holding `lengths`
-    tokens that get `new` more: seqlens_k = lengths + new - 1, total_sequence_length = their largest + 1.
-    The caller binds the rest (its token inputs, its outputs)."""
+def shared_binding(graph: Graph, io: DecoderIO, values: list[ort.OrtValue], lengths: np.ndarray, new: int,
+                   outputs: list[str]) -> ort.IOBinding:
+    """A binding of a shared-layout graph (the GPT decoder, the emotion model's decoder): `outputs` to the
+    host, first, so that `get_outputs()[:len(outputs)]` are they; then its buffers `values` as both past
+    and present, and GroupQueryAttention's lengths for rows holding `lengths` tokens that get `new` more
+    (seqlens_k = lengths + new - 1, total_sequence_length = their largest + 1). The caller binds its
+    token inputs."""
     lengths = np.asarray(lengths, dtype=np.int64)
     binding = graph.binding()
+    for name in outputs:
+        binding.bind_output(name, "cpu")
     binding.bind_cpu_input(io.seqlens_k, (lengths + new - 1).astype(np.int32))
     binding.bind_cpu_input(io.total_length, np.array(int(lengths.max()) + new, dtype=np.int32))
     for past, present, value in zip(io.past, io.present, values):
@@ -164,12 +167,10 @@ class SharedDecoder:
         capacity = values[0].shape()[2]
         if int(lengths.max()) + new > capacity:
             raise ValueError(f"gpt_decoder: {int(lengths.max()) + new} positions, the cache holds {capacity}")
-        binding = shared_binding(g, io, values, lengths, new)
+        binding = shared_binding(g, io, values, lengths, new, [io.logits, io.hidden])
         binding.bind_cpu_input(io.embeds, _feed(rows, g.input_dtype(io.embeds)))
         binding.bind_cpu_input(io.codes, _feed(codes, np.int64))
         binding.bind_cpu_input(io.positions, _feed(positions, np.int64))
-        binding.bind_output(io.logits, "cpu")
-        binding.bind_output(io.hidden, "cpu")
         g.run_bound(binding)
         logits, hidden = binding.get_outputs()[:2]  # in binding order
         return logits.numpy(), None if logits_only else hidden.numpy()

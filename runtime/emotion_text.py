@@ -124,10 +124,9 @@ class EmotionModel:
     def _run(self, kv: SharedKV, ids: np.ndarray) -> np.ndarray:
         """One decoder call: ids (n,) appended to the sequence in `kv` -> logits (1, V) of the last one."""
         io, n, start = self.io, ids.shape[0], kv.length
-        binding = shared_binding(self.graph, io, kv.values, np.array([start]), n)
+        binding = shared_binding(self.graph, io, kv.values, np.array([start]), n, [io.logits])
         binding.bind_cpu_input(io.codes, np.ascontiguousarray(ids[None], dtype=np.int64))
         binding.bind_cpu_input(io.positions, np.arange(start, start + n, dtype=np.int64)[None])
-        binding.bind_output(io.logits, "cpu")
         self.graph.run_bound(binding)
         kv.length += n
         return binding.get_outputs()[0].numpy()
