@@ -17,6 +17,7 @@ exporter read from the folder (runtime.manifest.EmotionText).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ class EmotionModel:
         self.graph, self.tokenizer, self.entry = graph, tokenizer, entry
         # its I/O by role, as the manifest declares them (the GPT decoder's roles: codes = the token ids)
         kv_cache, roles = (graph.entry.kv_cache, graph.entry.roles) if graph.entry is not None else ({}, {})
+        if kv_cache.get("layout") != "shared":
+            raise BundleError(f"{graph.name}: the manifest declares no shared KV cache for it (kv_cache "
+                              f"{json.dumps(kv_cache)}; its decode loop needs layout \"shared\")",
+                              "re-export the bundle")
         self.io = io = declared_io(kv_cache, roles, entry.layers)
         missing = [n for n in [io.codes, io.positions, io.seqlens_k, io.total_length, *io.past]
                    if n not in graph.inputs]

@@ -135,9 +135,11 @@ def test_manifest_declares_the_decoder_cache(tiny_concat_bundle):
 
 
 def test_bundle_without_kv_cache_loads_with_the_legacy_names(bundle_copy, tiny_concat_bundle):
-    """A bundle exported before the manifest declared the cache (format 1.1, no kv_cache keys)."""
+    """A bundle exported before the manifest declared the cache (format 1.1, no kv_cache keys, and no
+    emotion model: that came with 1.5)."""
     def old(d):
         d["format_version"] = "1.1"
+        d["graphs"].pop(d.pop("emotion_text")["graph"])
         for g in d["graphs"].values():
             g.pop("kv_cache")
     _edit_manifest(bundle_copy, old)
@@ -204,3 +206,11 @@ def test_cache_io_is_found_by_name_in_any_order(bundle_copy, tiny_concat_bundle)
     ref_codes, ref_latent = _greedy(tiny_concat_bundle)
     assert codes.tolist() == ref_codes.tolist()
     np.testing.assert_allclose(latent, ref_latent, atol=1e-6, rtol=0)
+
+
+def test_emotion_graph_without_a_shared_cache_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d["graphs"]["qwen_emotion"].update(kv_cache={}))
+    with pytest.raises(BundleError, match=r'qwen_emotion: the manifest declares no shared KV cache for it '
+                                          r'\(kv_cache \{\}; .*re-export the bundle'):
+        IndexTTS2(bundle_copy)
+    IndexTTS2(bundle_copy, emotion_text=False)  # the TTS itself does not need it
